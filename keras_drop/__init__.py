@@ -1,0 +1,13 @@
+"""Structured-dropout regularizers for Keras 3.
+
+DropBlock and its relatives as `keras.layers.Layer`s built on `keras.ops`, so
+one implementation runs on the TensorFlow, JAX and PyTorch backends. The
+functional forms live in `keras_drop.ops`.
+"""
+
+__version__ = "0.1.0.dev0"
+
+from keras_drop import ops  # noqa: E402
+from keras_drop.layers import DropBlock1D, DropBlock2D, DropBlock3D  # noqa: E402
+
+__all__ = ["DropBlock1D", "DropBlock2D", "DropBlock3D", "ops", "__version__"]

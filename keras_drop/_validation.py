@@ -1,0 +1,119 @@
+"""Argument checks shared by the functional ops and the layers.
+
+Every check raises `ValueError` with one message pattern, the one Keras' own
+layers use:
+
+    Invalid value received for argument `rate`. Expected a float value
+    between 0 and 1 (1 excluded). Received: rate=1.5
+
+The module sits at the package top level (not in `layers/`) because the
+functional forms in `keras_drop.ops` validate their arguments too, and ops
+must not import layers.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Sequence
+from typing import Any
+
+import keras
+
+
+def invalid_value(name: str, expected: str, value: Any) -> ValueError:
+    """The one message template for a bad argument."""
+    return ValueError(
+        f"Invalid value received for argument `{name}`. Expected {expected}. "
+        f"Received: {name}={value!r}"
+    )
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def validate_rate(value: Any, name: str = "rate") -> float:
+    """A drop probability in [0, 1). Returns it as a Python float."""
+    if not _is_real(value) or not 0.0 <= float(value) < 1.0:
+        raise invalid_value(name, "a float value between 0 and 1 (1 excluded)", value)
+    return float(value)
+
+
+def validate_non_negative(value: Any, name: str) -> float:
+    """A finite float >= 0. Returns it as a Python float."""
+    if not _is_real(value) or not 0.0 <= float(value) < float("inf"):
+        raise invalid_value(name, "a finite float value >= 0", value)
+    return float(value)
+
+
+def validate_positive_int(value: Any, name: str) -> int:
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool):
+        raise invalid_value(name, "a positive integer", value)
+    if value < 1:
+        raise invalid_value(name, "a positive integer", value)
+    return int(value)
+
+
+def validate_int_tuple(value: Any, n: int, name: str) -> tuple[int, ...]:
+    """A positive int or a sequence of `n` positive ints, as an `n`-tuple."""
+    expected = (
+        "a positive integer"
+        if n == 1
+        else f"a positive integer or a tuple of {n} positive integers"
+    )
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        values: Sequence[Any] = (value,) * n
+    elif isinstance(value, Sequence) and not isinstance(value, str):
+        values = tuple(value)
+    else:
+        raise invalid_value(name, expected, value)
+    if len(values) != n or not all(
+        isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 1
+        for v in values
+    ):
+        raise invalid_value(name, expected, value)
+    return tuple(int(v) for v in values)
+
+
+def validate_choice(value: Any, choices: Sequence[str], name: str) -> str:
+    if value not in choices:
+        options = ", ".join(f'"{c}"' for c in choices)
+        raise invalid_value(name, f"one of {options}", value)
+    return value
+
+
+def validate_bool(value: Any, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise invalid_value(name, "a boolean", value)
+    return value
+
+
+def standardize_data_format(value: Any) -> str:
+    """`None` means `keras.config.image_data_format()`."""
+    if value is None:
+        return keras.config.image_data_format()
+    if isinstance(value, str):
+        lowered = value.lower()
+        if lowered in ("channels_last", "channels_first"):
+            return lowered
+    raise invalid_value(
+        "data_format", '"channels_last", "channels_first" or None', value
+    )
+
+
+def validate_seed(value: Any) -> int | None:
+    """A layer's seed: an int or None (a generator is built from it)."""
+    if value is None:
+        return None
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool):
+        raise invalid_value("seed", "an integer or None", value)
+    return int(value)
+
+
+def check_rank(shape: Sequence[Any], expected: int, layer: str, layout: str) -> None:
+    """Raise a ValueError naming the expected rank and the received shape."""
+    if len(shape) != expected:
+        raise ValueError(
+            f"Input to `{layer}` must be of rank {expected}, {layout}. "
+            f"Received: inputs.shape={tuple(shape)}"
+        )

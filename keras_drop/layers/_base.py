@@ -1,0 +1,107 @@
+"""The base of every keras_drop layer: seed handling and a schedulable rate.
+
+A rate read as a Python float inside `call` is frozen into a traced
+`tf.function` / `jax.jit` step: assigning a new value later changes nothing
+until the step is retraced. Each layer therefore keeps the rate it applies in
+a float32 `keras.Variable` that the compiled step reads on every call.
+
+That variable is state, not a weight, like a `SeedGenerator`'s state: it is
+part of `layer.variables` (so JAX's stateless train step receives it as an
+input and TensorFlow captures it by reference), but not of `layer.weights`,
+so it is never written to a `.keras` file and not counted by `summary()`.
+The configured rate (the constructor argument) stays a Python float and is
+what `get_config()` returns; a scheduler changes only the variable.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+
+from keras_drop import _validation
+
+
+class _StateHolder:
+    """Keeps a variable out of Layer's attribute tracking (so not a weight)."""
+
+    __slots__ = ("variable",)
+
+    def __init__(self, variable: keras.Variable):
+        self.variable = variable
+
+
+class DropLayer(keras.layers.Layer):
+    """A layer with a seed generator and one schedulable strength argument.
+
+    Subclasses set `_strength_name` ("rate", or "beta" for UniformDropout)
+    and `_validate_strength`, and read the current value with
+    `self._current_strength()` inside `call`.
+    """
+
+    _strength_name = "rate"
+
+    def __init__(self, strength: Any, *, seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.seed = _validation.validate_seed(seed)
+        self.seed_generator = keras.random.SeedGenerator(self.seed)
+        self.supports_masking = True
+        value = self._validate_strength(strength)
+        with keras.name_scope(self.name, caller=self):
+            variable = keras.Variable(
+                value,
+                dtype="float32",
+                trainable=False,
+                autocast=False,
+                name=f"current_{self._strength_name}",
+            )
+        self._strength_state = _StateHolder(variable)
+        self._strength = value
+
+    def _validate_strength(self, value: Any) -> float:
+        return _validation.validate_rate(value, self._strength_name)
+
+    # The configured strength: a constructor argument, in the config.
+    def _get_strength(self) -> float:
+        return self._strength
+
+    def _set_strength(self, value: Any) -> None:
+        """Set the configured strength; compiled steps see it on their next run."""
+        value = self._validate_strength(value)
+        self._strength = value
+        self._strength_state.variable.assign(value)
+
+    def _current_strength(self) -> Any:
+        """The strength the next call applies, as a float32 scalar tensor."""
+        return self._strength_state.variable.value
+
+    def _set_current_strength(self, value: float) -> None:
+        """Change only the applied strength (a scheduler's hook): the
+        configured value and the config are left as they are."""
+        self._strength_state.variable.assign(self._validate_strength(value))
+
+    @property
+    def variables(self) -> list[keras.Variable]:
+        return super().variables + [self._strength_state.variable]
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self) -> dict[str, Any]:
+        base_config = super().get_config()
+        config = {self._strength_name: self._strength, "seed": self.seed}
+        return {**base_config, **config}
+
+
+class RateLayer(DropLayer):
+    """A `DropLayer` whose strength is a drop probability `rate` in [0, 1)."""
+
+    @property
+    def rate(self) -> float:
+        """The configured drop probability; assigning it takes effect in
+        already compiled steps."""
+        return self._get_strength()
+
+    @rate.setter
+    def rate(self, value: float) -> None:
+        self._set_strength(value)

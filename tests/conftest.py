@@ -1,0 +1,83 @@
+"""Test session setup: one backend per pytest run, chosen by KERAS_BACKEND.
+
+Markers:
+    backends(*names): run only on these backends, skip elsewhere.
+    gpu: needs a GPU; skipped unless `--gpu` is given.
+
+`--gpu` makes the run fail at start when the current backend sees no GPU, so
+a GPU job can never pass by silently running on the CPU.
+"""
+
+import os
+
+import keras
+import pytest
+
+BACKEND = keras.backend.backend()
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--gpu",
+        action="store_true",
+        help="require a GPU visible to the current backend and run gpu tests",
+    )
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "backends(*names): run only on the named Keras backends"
+    )
+    config.addinivalue_line("markers", "gpu: needs a GPU (run with --gpu)")
+
+
+def _visible_gpus():
+    if BACKEND == "jax":
+        import jax
+
+        return [d for d in jax.devices() if d.platform == "gpu"]
+    if BACKEND == "torch":
+        import torch
+
+        return list(range(torch.cuda.device_count()))
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        return tf.config.list_physical_devices("GPU")
+    return []
+
+
+def pytest_sessionstart(session):
+    if session.config.getoption("--gpu") and not _visible_gpus():
+        raise pytest.UsageError(
+            f"--gpu was given but the {BACKEND} backend sees no GPU"
+        )
+
+
+def pytest_report_header(config):
+    return (
+        f"keras {keras.__version__}, KERAS_BACKEND={BACKEND} "
+        f"(env: {os.environ.get('KERAS_BACKEND', 'unset')}), "
+        f"GPUs visible: {len(_visible_gpus())}"
+    )
+
+
+def pytest_collection_modifyitems(config, items):
+    run_gpu = config.getoption("--gpu")
+    for item in items:
+        marker = item.get_closest_marker("backends")
+        if marker is not None and BACKEND not in marker.args:
+            item.add_marker(pytest.mark.skip(reason=f"only for backends {marker.args}"))
+        if item.get_closest_marker("gpu") is not None and not run_gpu:
+            item.add_marker(pytest.mark.skip(reason="needs --gpu"))
+
+
+@pytest.fixture(autouse=True)
+def clean_session():
+    """Fresh Keras state around every test: names, policies, seeds."""
+    keras.backend.clear_session()
+    keras.config.set_dtype_policy("float32")
+    keras.utils.set_random_seed(1337)
+    yield
+    keras.config.set_dtype_policy("float32")
+    keras.backend.clear_session()

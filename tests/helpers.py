@@ -1,0 +1,173 @@
+"""Shared test helpers: the smoke test every keras_drop layer gets.
+
+`run_layer_test` is in the spirit of Keras' own `run_layer_test` (which lives
+in the private `keras.src.testing` and is not imported here): config and
+serialization round trips, a symbolic call with unknown dimensions, eager
+training and inference calls, one compiled `fit` step and mixed-precision
+calls.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import numpy as np
+from keras import ops
+
+BACKEND = keras.backend.backend()
+# jit_compile=True where the backend compiles the train step (XLA / jax.jit);
+# Keras' torch trainer would route it through torch.compile instead.
+JIT_COMPILE = BACKEND in ("tensorflow", "jax")
+
+
+def to_numpy(x: Any) -> np.ndarray:
+    return np.asarray(ops.convert_to_numpy(x))
+
+
+def bits(x: Any) -> np.ndarray:
+    """The raw bits of a float array, for bit-for-bit comparisons."""
+    a = to_numpy(x)
+    return a.view(f"uint{8 * a.dtype.itemsize}")
+
+
+def _normalize(value: Any) -> Any:
+    if isinstance(value, (list, tuple)):
+        return [_normalize(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _normalize(v) for k, v in value.items()}
+    return value
+
+
+def _same_argument(got: Any, given: Any) -> bool:
+    """A config value equals the argument given, up to normalization (a
+    tuple for a list, an int expanded to a tuple of that int)."""
+    got, given = _normalize(got), _normalize(given)
+    if isinstance(given, bool) or given is None or isinstance(given, str):
+        return got == given
+    if isinstance(given, (int, float)):
+        if isinstance(got, list):
+            return all(g == given for g in got)
+        return bool(np.isclose(got, given))
+    return got == given
+
+
+def _random_inputs(shape: Any, dtype: str = "float32", seed: int = 0) -> Any:
+    rng = np.random.default_rng(seed)
+    if isinstance(shape, list):
+        return [_random_inputs(s, dtype, seed + i) for i, s in enumerate(shape)]
+    return ops.convert_to_tensor(
+        rng.uniform(0.5, 1.5, size=shape).astype("float32"), dtype=dtype
+    )
+
+
+def _symbolic_inputs(shape: Any) -> Any:
+    if isinstance(shape, list):
+        return [keras.Input(s) for s in shape]
+    return keras.Input(shape)
+
+
+def _first(x: Any) -> Any:
+    return x[0] if isinstance(x, list) else x
+
+
+def run_layer_test(
+    layer_cls: type,
+    init_kwargs: dict[str, Any],
+    input_shape: tuple[int, ...] | list[tuple[int, ...]],
+    *,
+    symbolic_shape: tuple | list[tuple] | None = None,
+    mixed_precision: bool = True,
+    fit: bool = True,
+) -> None:
+    """Smoke-test a layer class.
+
+    Args:
+        layer_cls: the layer class.
+        init_kwargs: constructor arguments; each must come back in the config.
+        input_shape: a concrete input shape with the batch dimension, or a
+            list of shapes for a layer called on a list.
+        symbolic_shape: shape(s) without the batch dimension for the symbolic
+            call, with `None` for unknown sizes. Defaults to `input_shape`
+            without the batch dimension.
+        mixed_precision: also call under "mixed_float16" and
+            "mixed_bfloat16" and check dtype and finiteness.
+        fit: run one compiled `fit` step of a model holding the layer.
+    """
+    multi = isinstance(input_shape, list)
+    if symbolic_shape is None:
+        symbolic_shape = (
+            [tuple(s[1:]) for s in input_shape] if multi else tuple(input_shape[1:])
+        )
+
+    # 1. Config round trip: every argument comes back, from_config rebuilds it.
+    layer = layer_cls(**init_kwargs)
+    config = layer.get_config()
+    for key, value in init_kwargs.items():
+        assert _same_argument(config[key], value), (key, config[key], value)
+    rebuilt = layer_cls.from_config(config)
+    assert _normalize(rebuilt.get_config()) == _normalize(config)
+
+    # 2. Serialization through the registry, with no custom_objects.
+    serialized = keras.saving.serialize_keras_object(layer)
+    assert serialized["registered_name"] == f"keras_drop>{layer_cls.__name__}"
+    restored = keras.saving.deserialize_keras_object(serialized)
+    assert type(restored) is layer_cls
+    assert _normalize(restored.get_config()) == _normalize(config)
+
+    # 3. Symbolic call with unknown dimensions.
+    symbolic = _symbolic_inputs(symbolic_shape)
+    layer = layer_cls(**init_kwargs)
+    outputs = layer(symbolic)
+    expected_shape = _first(symbolic).shape
+    assert tuple(outputs.shape) == tuple(expected_shape), (
+        outputs.shape,
+        expected_shape,
+    )
+    keras.Model(symbolic, outputs)
+
+    # 4. Eager calls: training keeps shape and dtype; inference is the identity.
+    data = _random_inputs(input_shape)
+    layer = layer_cls(**init_kwargs)
+    trained = layer(data, training=True)
+    reference = _first(data)
+    assert tuple(trained.shape) == tuple(reference.shape)
+    assert keras.backend.standardize_dtype(trained.dtype) == "float32"
+    assert np.all(np.isfinite(to_numpy(trained)))
+    inferred = layer(data, training=False)
+    if not multi:
+        np.testing.assert_array_equal(bits(inferred), bits(data))
+    default = layer(data)
+    np.testing.assert_array_equal(bits(default), bits(inferred))
+
+    # 5. One compiled fit step.
+    if fit:
+        inputs = _symbolic_inputs(
+            [tuple(s[1:]) for s in input_shape] if multi else tuple(input_shape[1:])
+        )
+        hidden = layer_cls(**init_kwargs)(inputs)
+        model = keras.Model(inputs, keras.layers.Dense(1)(hidden))
+        model.compile(optimizer="sgd", loss="mse", jit_compile=JIT_COMPILE)
+        target = np.zeros(tuple(reference.shape[:-1]) + (1,), "float32")
+        history = model.fit(
+            data,
+            target,
+            batch_size=max(1, reference.shape[0] // 2),
+            epochs=1,
+            verbose=0,
+        )
+        assert np.isfinite(history.history["loss"][-1])
+
+    # 6. Mixed precision: the compute dtype comes out, finite.
+    if mixed_precision:
+        for policy, dtype in (
+            ("mixed_float16", "float16"),
+            ("mixed_bfloat16", "bfloat16"),
+        ):
+            layer = layer_cls(**init_kwargs, dtype=policy)
+            out = layer(_random_inputs(input_shape), training=True)
+            assert keras.backend.standardize_dtype(out.dtype) == dtype, (
+                policy,
+                out.dtype,
+            )
+            assert np.all(np.isfinite(to_numpy(ops.cast(out, "float32"))))
