@@ -1,0 +1,196 @@
+"""Time each keras_drop layer against keras.layers.Dropout(0.1), same tensor.
+
+Each layer runs in training mode the way `fit` runs it: `jax.jit` over the
+layer's `stateless_call` on JAX, `tf.function` on TensorFlow (with XLA, the
+default of `fit(jit_compile="auto")`, and without), eagerly on torch. The
+layer and Dropout are timed in alternating rounds in one process; the ratio
+of medians is what to compare across machines.
+
+    python benchmarks/bench_layers.py                 # every backend, one table
+    python benchmarks/bench_layers.py --backend jax   # one backend
+    python benchmarks/bench_layers.py --repeats 30 --only DropBlock2D
+
+Run it with the project's virtualenv (`.venv/bin/python`). Prints a Markdown
+table; `--json FILE` also writes the raw numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+BACKENDS = ("jax", "tensorflow", "torch")
+SHAPE = (32, 56, 56, 64)
+
+
+def cases():
+    """(name, layer factory, input shape): all shapes hold the same units."""
+    import keras_drop
+
+    return [
+        ("DropBlock2D(0.1, 7)", lambda: keras_drop.DropBlock2D(0.1, 7, seed=0), SHAPE),
+        (
+            "DropBlock2D(0.1, 7, shared_channels)",
+            lambda: keras_drop.DropBlock2D(0.1, 7, shared_channels=True, seed=0),
+            SHAPE,
+        ),
+        (
+            "DropBlock2D(0.1, 7, exact_rate=False)",
+            lambda: keras_drop.DropBlock2D(0.1, 7, exact_rate=False, seed=0),
+            SHAPE,
+        ),
+        ("DropBlock1D(0.1, 7)", lambda: keras_drop.DropBlock1D(0.1, 7, seed=0),
+         (32, 56 * 56, 64)),
+        ("DropBlock3D(0.1, 3)", lambda: keras_drop.DropBlock3D(0.1, 3, seed=0),
+         (32, 14, 16, 14, 64)),
+    ]
+
+
+def compiled_runners(layer, x, backend):
+    """{mode: zero-argument callable running one training call, synced}."""
+    import keras
+
+    layer.build(x.shape)
+    if backend == "jax":
+        import jax
+
+        @jax.jit
+        def step(trainable, non_trainable, inputs):
+            return layer.stateless_call(trainable, non_trainable, inputs, training=True)
+
+        state = {"nt": [v.value for v in layer.non_trainable_variables]}
+        trainable = [v.value for v in layer.trainable_variables]
+
+        def run():
+            out, state["nt"] = step(trainable, state["nt"], x)
+            out.block_until_ready()
+
+        return {"jax.jit": run}
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        runners = {}
+        for mode, jit in (("tf.function+XLA", True), ("tf.function", False)):
+            fn = tf.function(lambda inputs: layer(inputs, training=True), jit_compile=jit)
+
+            def run(fn=fn):
+                fn(x).numpy  # noqa: B018  (CPU execution is synchronous)
+                if tf.config.list_physical_devices("GPU"):
+                    tf.experimental.sync_devices()
+
+            runners[mode] = run
+        return runners
+    import torch
+
+    def run():
+        with torch.no_grad():
+            layer(x, training=True)
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+
+    del keras
+    return {"eager": run}
+
+
+def bench_backend(backend, repeats, only):
+    import keras
+
+    from keras_drop import __version__
+
+    rows = []
+    for name, factory, shape in cases():
+        if only and only not in name:
+            continue
+        x = keras.random.normal(shape, seed=0)
+        layer_runs = compiled_runners(factory(), x, backend)
+        dropout_runs = compiled_runners(keras.layers.Dropout(0.1, seed=0), x, backend)
+        for mode, run in layer_runs.items():
+            base = dropout_runs[mode]
+            for _ in range(3):  # warm-up: tracing, compilation, caches
+                run(), base()
+            layer_t, base_t = [], []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                base()
+                t1 = time.perf_counter()
+                run()
+                t2 = time.perf_counter()
+                base_t.append(t1 - t0)
+                layer_t.append(t2 - t1)
+            layer_ms = statistics.median(layer_t) * 1e3
+            base_ms = statistics.median(base_t) * 1e3
+            rows.append({
+                "backend": backend, "mode": mode, "case": name,
+                "shape": list(shape), "layer_ms": layer_ms, "dropout_ms": base_ms,
+                "ratio": layer_ms / base_ms, "repeats": repeats,
+                "keras": keras.__version__, "keras_drop": __version__,
+            })
+            print(f"  {backend:<10} {mode:<16} {name:<40} {layer_ms:8.2f} ms "
+                  f"Dropout {base_ms:8.2f} ms  ratio {layer_ms / base_ms:5.2f}",
+                  file=sys.stderr, flush=True)
+    return rows
+
+
+def machine():
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores"
+
+
+def table(rows):
+    lines = [
+        "| backend | compiled as | layer | layer ms | Dropout ms | ratio |",
+        "|---|---|---|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['backend']} | {r['mode']} | {r['case']} | {r['layer_ms']:.2f} "
+            f"| {r['dropout_ms']:.2f} | {r['ratio']:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--backend", choices=(*BACKENDS, "all"), default="all")
+    parser.add_argument("--repeats", type=int, default=21)
+    parser.add_argument("--only", default="", help="substring of the case names")
+    parser.add_argument("--json", help="write the raw rows to this file")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.worker:
+        json.dump(bench_backend(args.backend, args.repeats, args.only), sys.stdout)
+        return
+    backends = BACKENDS if args.backend == "all" else (args.backend,)
+    rows = []
+    for backend in backends:
+        env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3"}
+        cmd = [sys.executable, __file__, "--worker", "--backend", backend,
+               "--repeats", str(args.repeats), "--only", args.only]
+        out = subprocess.run(cmd, env=env, check=True, stdout=subprocess.PIPE, text=True)
+        rows.extend(json.loads(out.stdout))
+    print(f"{time.strftime('%Y-%m-%d')}, {machine()}, input {SHAPE} float32, "
+          f"median of {args.repeats} runs\n")
+    print(table(rows))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
