@@ -8,6 +8,28 @@ functional forms live in `keras_drop.ops`.
 __version__ = "0.1.0.dev0"
 
 from keras_drop import ops  # noqa: E402
-from keras_drop.layers import DropBlock1D, DropBlock2D, DropBlock3D  # noqa: E402
+from keras_drop.layers import (  # noqa: E402
+    Cutout,
+    DropBlock1D,
+    DropBlock2D,
+    DropBlock3D,
+    DropConnectDense,
+    DropPath,
+    StochasticDepth,
+    UniformDropout,
+    stochastic_depth_rates,
+)
 
-__all__ = ["DropBlock1D", "DropBlock2D", "DropBlock3D", "ops", "__version__"]
+__all__ = [
+    "Cutout",
+    "DropBlock1D",
+    "DropBlock2D",
+    "DropBlock3D",
+    "DropConnectDense",
+    "DropPath",
+    "StochasticDepth",
+    "UniformDropout",
+    "__version__",
+    "ops",
+    "stochastic_depth_rates",
+]

@@ -46,6 +46,29 @@ def validate_non_negative(value: Any, name: str) -> float:
     return float(value)
 
 
+def validate_finite(value: Any, name: str) -> float:
+    """A finite float. Returns it as a Python float."""
+    if not _is_real(value) or not abs(float(value)) < float("inf"):
+        raise invalid_value(name, "a finite float value", value)
+    return float(value)
+
+
+def validate_length(value: Any, name: str = "length") -> int | float:
+    """A patch side: an int >= 1 (pixels) or a float in (0, 1] (a fraction).
+
+    An int stays an int and a float a float: `1` is one pixel, `1.0` the
+    whole shorter side.
+    """
+    expected = "an integer >= 1 (pixels) or a float in (0, 1] (a fraction)"
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        if value < 1:
+            raise invalid_value(name, expected, value)
+        return int(value)
+    if _is_real(value) and 0.0 < float(value) <= 1.0:
+        return float(value)
+    raise invalid_value(name, expected, value)
+
+
 def validate_positive_int(value: Any, name: str) -> int:
     if not isinstance(value, numbers.Integral) or isinstance(value, bool):
         raise invalid_value(name, "a positive integer", value)
@@ -116,4 +139,31 @@ def check_rank(shape: Sequence[Any], expected: int, layer: str, layout: str) -> 
         raise ValueError(
             f"Input to `{layer}` must be of rank {expected}, {layout}. "
             f"Received: inputs.shape={tuple(shape)}"
+        )
+
+
+def check_same_shape(first: Sequence[Any], second: Sequence[Any], name: str) -> None:
+    """Two shapes that must match where both are known (None matches)."""
+    first, second = tuple(first), tuple(second)
+    if len(first) != len(second) or any(
+        a is not None and b is not None and a != b
+        for a, b in zip(first, second, strict=True)
+    ):
+        raise ValueError(
+            f"`{name}` expects a shortcut and a residual of the same shape. "
+            f"Received: shortcut.shape={first}, residual.shape={second}"
+        )
+
+
+def check_image_rank(shape: Sequence[Any], name: str, data_format: str) -> None:
+    """An image (rank 3) or a batch of images (rank 4)."""
+    if len(shape) not in (3, 4):
+        layout = (
+            "(height, width, channels)"
+            if data_format == "channels_last"
+            else "(channels, height, width)"
+        )
+        raise ValueError(
+            f"Input to `{name}` must be of rank 3, {layout}, or rank 4 with a "
+            f"batch axis first. Received: inputs.shape={tuple(shape)}"
         )

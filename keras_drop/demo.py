@@ -75,8 +75,9 @@ def gallery(path: str, size: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
     parser.add_argument("--backend", choices=("tensorflow", "jax", "torch"))
     parser.add_argument("--output", default="demo_output")
     parser.add_argument("--quick", action="store_true", help="fewer draws")
@@ -88,21 +89,29 @@ def main(argv: list[str] | None = None) -> int:
         os.execve(sys.executable, command, env)
 
     start = time.perf_counter()
-    print(f"keras_drop {keras_drop.__version__}, Keras {keras.__version__}, "
-          f"backend {keras.backend.backend()}")
+    print(
+        f"keras_drop {keras_drop.__version__}, Keras {keras.__version__}, "
+        f"backend {keras.backend.backend()}"
+    )
     units = 1_000_000 if args.quick else 4_000_000
     print(f"\nRealized dropped fraction of DropBlock2D over {units:,} units:")
-    print(f"{'map':>7} {'block':>5} {'rate':>5} {'exact gamma':>12} {'paper gamma':>12}")
+    print(
+        f"{'map':>7} {'block':>5} {'rate':>5} {'exact gamma':>12} {'paper gamma':>12}"
+    )
     for size, block, rate, exact, paper in rate_table(units):
-        print(f"{size:>7} {block:>5} {rate:>5.2f} {exact:>12.4f} {paper:>12.4f}"
-              f"   (paper {100 * (paper - rate) / rate:+.0f}%)")
+        print(
+            f"{size:>7} {block:>5} {rate:>5.2f} {exact:>12.4f} {paper:>12.4f}"
+            f"   (paper {100 * (paper - rate) / rate:+.0f}%)"
+        )
 
     os.makedirs(args.output, exist_ok=True)
     path = os.path.join(args.output, "dropblock_gallery.png")
     gallery(path, 192)
     print(f"\nMask gallery on scikit-learn's china.jpg: {path}")
-    print("The training demo (digits, learning curves) is still to come; see "
-          "the README's feature table.")
+    print(
+        "The training demo (digits, learning curves) is still to come; see "
+        "the README's feature table."
+    )
     print(f"Done in {time.perf_counter() - start:.1f}s.")
     return 0
 

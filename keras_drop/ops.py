@@ -13,6 +13,7 @@ in a variable that a compiled step reads on every call.
 
 from __future__ import annotations
 
+import types
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,7 +23,14 @@ from keras import ops
 
 from keras_drop import _validation
 
-__all__ = ["drop_block"]
+__all__ = [
+    "cutout",
+    "drop_block",
+    "drop_connect",
+    "drop_path",
+    "stochastic_depth",
+    "uniform_dropout",
+]
 
 # Newton steps of the exact-rate solve. The solve works on a convex function
 # of u = -log(1 - gamma) and starts below its root, so the iterates increase
@@ -180,19 +188,37 @@ def _block_drop_mask(
         seeds = ops.cast(seeds, "float32")
 
     dropped = ops.pad(seeds, paddings)
-    for i, b in enumerate(blocks):
-        if b == 1:
-            continue
-        pool_size = [1] * len(blocks)
-        pool_size[i] = b
-        dropped = ops.max_pool(
-            dropped,
-            pool_size=tuple(pool_size),
-            strides=1,
-            padding="valid",
-            data_format=data_format,
-        )
+    for axis, b in zip(spatial_axes, blocks, strict=True):
+        if b > 1:
+            dropped = _max_pool_along(dropped, axis, b, data_format)
     return dropped
+
+
+def _max_pool_along(x: Any, axis: int, size: int, data_format: str) -> Any:
+    """Stride-1 "valid" max-pool of `size` along one spatial `axis`.
+
+    A 3D channels_last mask is pooled as a 2D pool over a reshaped view
+    (batch * leading axes, axis, trailing axes, channels): TensorFlow's CPU
+    3D pooling kernel is slow (148 ms against 36 ms for the view on a
+    (32, 18, 20, 18, 64) mask, three 3-wide pools). Other ranks use the
+    pooling op of their rank directly.
+    """
+    rank = len(x.shape)
+    spatial_rank = rank - 2
+    if spatial_rank == 3 and data_format == "channels_last":
+        shape = ops.shape(x)
+        trailing = 1
+        for dim in shape[axis + 1 : rank - 1]:
+            trailing = trailing * dim
+        view = ops.reshape(x, (-1, shape[axis], trailing, shape[-1]))
+        pooled = ops.max_pool(view, (size, 1), 1, "valid", "channels_last")
+        new_shape = list(shape)
+        new_shape[axis] = shape[axis] - size + 1
+        return ops.reshape(pooled, new_shape)
+    pool_size = [1] * spatial_rank
+    first_spatial = 1 if data_format == "channels_last" else 2
+    pool_size[axis - first_spatial] = size
+    return ops.max_pool(x, tuple(pool_size), 1, "valid", data_format)
 
 
 def drop_block(
@@ -243,6 +269,7 @@ def drop_block(
     Reference:
         [Ghiasi et al., 2018](https://arxiv.org/abs/1810.12890)
     """
+    inputs = ops.convert_to_tensor(inputs)
     data_format = _validation.standardize_data_format(data_format)
     rank = len(inputs.shape)
     if rank not in (3, 4, 5):
@@ -271,22 +298,284 @@ def drop_block(
     if shared_channels:
         mask_shape[channel_axis] = 1
     mask_seed, noise_seed = _seeds(seed, 2)
-    keep = 1.0 - _block_drop_mask(
+    dropped = _block_drop_mask(
         mask_shape, spatial_axes, blocks, gamma, data_format, mask_seed
     )
 
+    scale = 1.0
     if scale_by_keep:
         # Mean per sample, then over the batch: no float32 sum ever grows
         # past one sample's size. divide_no_nan: a fully dropped batch has a
         # zero kept fraction and gives zeros, not NaN.
         non_batch = tuple(range(1, rank))
-        kept_fraction = ops.mean(ops.mean(keep, axis=non_batch))
-        keep = keep * ops.divide_no_nan(1.0, kept_fraction)
+        kept_fraction = 1.0 - ops.mean(ops.mean(dropped, axis=non_batch))
+        scale = ops.divide_no_nan(1.0, kept_fraction)
 
+    # One select builds the float32 multiplier (0 or scale); at rate 0 it is
+    # exactly 1.0, so the output is the input bit for bit.
     dtype = keras.backend.standardize_dtype(inputs.dtype)
+    is_dropped = dropped > 0.5
     if with_noise:
         noise = keras.random.normal(shape, dtype="float32", seed=noise_seed)
         return ops.where(
-            keep > 0, inputs * ops.cast(keep, dtype), ops.cast(noise, dtype)
+            is_dropped, ops.cast(noise, dtype), inputs * ops.cast(scale, dtype)
         )
-    return inputs * ops.cast(keep, dtype)
+    multiplier = ops.where(is_dropped, 0.0, scale)
+    return inputs * ops.cast(multiplier, dtype)
+
+
+def _keep_multiplier(shape: Any, rate: Any, scale_by_keep: bool, seed: Any) -> Any:
+    """A float32 tensor of `shape` holding 0 (dropped, with probability
+    `rate`) or the keep scale: 1 / (1 - rate) with `scale_by_keep`, else 1.
+
+    `uniform >= rate` keeps with probability exactly 1 - rate, and at rate 0
+    every entry is exactly 1.0, so the output is the input bit for bit.
+    """
+    uniform = keras.random.uniform(shape, dtype="float32", seed=seed)
+    scale = 1.0 / (1.0 - rate) if scale_by_keep else 1.0
+    return ops.where(uniform >= rate, scale, 0.0)
+
+
+def _validate_rate_argument(rate: Any) -> None:
+    if isinstance(rate, (int, float)):
+        _validation.validate_rate(rate)
+
+
+def drop_path(
+    inputs: Any, rate: Any, *, scale_by_keep: bool = True, seed: Any = None
+) -> Any:
+    """DropPath: zeroes each sample's whole input with probability `rate`.
+
+    Meant for a residual branch (`x + drop_path(branch(x), rate)`): a sample
+    whose branch is dropped passes through the shortcut alone. Kept samples
+    are scaled by 1 / (1 - rate) with `scale_by_keep`, so the expected output
+    is the input.
+
+    Args:
+        inputs: a float tensor of rank >= 2, batch first.
+        rate: probability that a sample is dropped, in [0, 1); a Python
+            float or a scalar tensor.
+        scale_by_keep: scale kept samples by 1 / (1 - rate).
+        seed: int, `keras.random.SeedGenerator` or `None`.
+
+    Returns:
+        A tensor of the input's shape and dtype.
+
+    Reference:
+        [Larsson et al., 2016](https://arxiv.org/abs/1605.07648) (FractalNet);
+        timm's `drop_path`.
+    """
+    inputs = ops.convert_to_tensor(inputs)
+    rank = len(inputs.shape)
+    if rank < 2:
+        raise ValueError(
+            "`drop_path` expects an input of rank >= 2 (batch first). "
+            f"Received: inputs.shape={tuple(inputs.shape)}"
+        )
+    _validate_rate_argument(rate)
+    _validation.validate_bool(scale_by_keep, "scale_by_keep")
+    shape = (ops.shape(inputs)[0],) + (1,) * (rank - 1)
+    multiplier = _keep_multiplier(shape, rate, scale_by_keep, seed)
+    return inputs * ops.cast(multiplier, inputs.dtype)
+
+
+def drop_connect(kernel: Any, rate: Any, *, seed: Any = None) -> Any:
+    """DropConnect on a weight tensor: each entry zeroed with probability
+    `rate`, kept entries scaled by 1 / (1 - rate).
+
+    The same maths as `keras.random.dropout`, with `rate` allowed to be a
+    tensor (a layer's schedulable rate); one mask for the whole tensor, so a
+    dropped kernel is shared by the batch.
+
+    Args:
+        kernel: a float tensor, typically a layer's kernel.
+        rate: probability that an entry is dropped, in [0, 1); a Python
+            float or a scalar tensor.
+        seed: int, `keras.random.SeedGenerator` or `None`.
+
+    Returns:
+        A tensor of the kernel's shape and dtype.
+
+    Reference:
+        [Wan et al., 2013](https://proceedings.mlr.press/v28/wan13.html)
+    """
+    kernel = ops.convert_to_tensor(kernel)
+    _validate_rate_argument(rate)
+    multiplier = _keep_multiplier(ops.shape(kernel), rate, True, seed)
+    return kernel * ops.cast(multiplier, kernel.dtype)
+
+
+def stochastic_depth(
+    shortcut: Any,
+    residual: Any,
+    rate: Any,
+    *,
+    mode: str = "batch",
+    scale_by_keep: bool = False,
+    seed: Any = None,
+) -> Any:
+    """Stochastic Depth in training: `shortcut + b * residual`.
+
+    b ~ Bernoulli(1 - rate) is drawn once for the whole batch
+    (`mode="batch"`, the paper) or once per sample (`mode="row"`). With
+    `scale_by_keep`, a kept residual is scaled by 1 / (1 - rate) (timm and
+    torchvision); without it, the network is meant to scale the residual by
+    1 - rate at inference (the paper). The `StochasticDepth` layer applies
+    the matching inference rule.
+
+    Args:
+        shortcut: the identity (or projection) path, a float tensor.
+        residual: the residual branch, same shape as `shortcut`.
+        rate: probability that the residual is dropped, in [0, 1); a Python
+            float or a scalar tensor.
+        mode: `"batch"` or `"row"`.
+        scale_by_keep: scale kept residuals by 1 / (1 - rate).
+        seed: int, `keras.random.SeedGenerator` or `None`.
+
+    Returns:
+        A tensor of the inputs' shape and dtype.
+
+    Reference:
+        [Huang et al., 2016](https://arxiv.org/abs/1603.09382)
+    """
+    shortcut = ops.convert_to_tensor(shortcut)
+    residual = ops.convert_to_tensor(residual)
+    _validation.check_same_shape(shortcut.shape, residual.shape, "stochastic_depth")
+    _validate_rate_argument(rate)
+    _validation.validate_choice(mode, ("batch", "row"), "mode")
+    _validation.validate_bool(scale_by_keep, "scale_by_keep")
+    rank = len(residual.shape)
+    if mode == "batch":
+        shape: tuple = ()
+    else:
+        shape = (ops.shape(residual)[0],) + (1,) * (rank - 1)
+    multiplier = _keep_multiplier(shape, rate, scale_by_keep, seed)
+    return shortcut + residual * ops.cast(multiplier, residual.dtype)
+
+
+def uniform_dropout(inputs: Any, beta: Any, *, seed: Any = None) -> Any:
+    """Uout: multiplies every unit by 1 + U(-beta, beta) noise.
+
+    The noise has mean 1 (the expected output is the input) and variance
+    beta^2 / 3. At `beta == 0` the multiplier is exactly 1 and the output
+    is the input bit for bit.
+
+    Args:
+        inputs: a float tensor.
+        beta: the noise half-width, >= 0; a Python float or a scalar tensor.
+        seed: int, `keras.random.SeedGenerator` or `None`.
+
+    Returns:
+        A tensor of the input's shape and dtype.
+
+    Reference:
+        [Li et al., 2019](https://arxiv.org/abs/1801.05134)
+    """
+    inputs = ops.convert_to_tensor(inputs)
+    if isinstance(beta, (int, float)):
+        _validation.validate_non_negative(beta, "beta")
+    noise = keras.random.uniform(
+        ops.shape(inputs), minval=-1.0, maxval=1.0, dtype="float32", seed=seed
+    )
+    return inputs * ops.cast(1.0 + beta * noise, inputs.dtype)
+
+
+# The few tensor functions `_cutout` uses, under the names a Keras backend
+# module gives them. `cutout` passes this namespace; the `Cutout` layer in a
+# `tf.data` pipeline passes the TensorFlow backend instead (see
+# `keras_drop.layers._keras_internals`).
+_KERAS_OPS = types.SimpleNamespace(
+    numpy=ops, random=keras.random, shape=ops.shape, cast=ops.cast
+)
+
+
+def cutout(
+    inputs: Any,
+    length: int | float,
+    *,
+    n_holes: int = 1,
+    fill_value: float = 0.0,
+    data_format: str | None = None,
+    seed: Any = None,
+) -> Any:
+    """Cutout: fills `n_holes` square patches of each image with `fill_value`.
+
+    Each patch has side `length` and a centre drawn uniformly over the
+    image's pixels, independently per image and per hole; a patch that
+    crosses the border is clipped (smaller), as in the paper, so an image
+    loses on average less than `n_holes * length^2` pixels. Patches cover
+    all channels. The patch spans rows `centre - length // 2` to
+    `centre - length // 2 + length - 1` (for an odd `length`, the paper's
+    code cuts `length - 1`).
+
+    Args:
+        inputs: an image `(height, width, channels)` or a batch `(batch,
+            height, width, channels)`; channels first with
+            `data_format="channels_first"`.
+        length: the patch side: an int number of pixels, or a float in
+            (0, 1], a fraction of the image's shorter side (rounded, at least
+            one pixel).
+        n_holes: patches per image, a positive int.
+        fill_value: the value written into the patches.
+        data_format: `"channels_last"`, `"channels_first"` or `None` (the
+            Keras default).
+        seed: int, `keras.random.SeedGenerator` or `None`.
+
+    Returns:
+        A tensor of the input's shape and dtype.
+
+    Reference:
+        [DeVries & Taylor, 2017](https://arxiv.org/abs/1708.04552)
+    """
+    length = _validation.validate_length(length)
+    n_holes = _validation.validate_positive_int(n_holes, "n_holes")
+    fill_value = _validation.validate_finite(fill_value, "fill_value")
+    data_format = _validation.standardize_data_format(data_format)
+    inputs = ops.convert_to_tensor(inputs)
+    _validation.check_image_rank(inputs.shape, "cutout", data_format)
+    return _cutout(inputs, length, n_holes, fill_value, data_format, seed, _KERAS_OPS)
+
+
+def _cutout(
+    inputs: Any,
+    length: int | float,
+    n_holes: int,
+    fill_value: float,
+    data_format: str,
+    seed: Any,
+    backend: Any,
+) -> Any:
+    """`cutout` on validated arguments, with the tensor functions of
+    `backend` (`_KERAS_OPS`, or a Keras backend module)."""
+    xp = backend.numpy
+    single = len(inputs.shape) == 3
+    images = xp.expand_dims(inputs, 0) if single else inputs
+    shape = backend.shape(images)
+    if data_format == "channels_last":
+        batch, height, width = shape[0], shape[1], shape[2]
+    else:
+        batch, height, width = shape[0], shape[2], shape[3]
+    rows = backend.cast(xp.arange(height), "float32")
+    cols = backend.cast(xp.arange(width), "float32")
+    height = backend.cast(height, "float32")
+    width = backend.cast(width, "float32")
+    if isinstance(length, float):
+        side = xp.maximum(xp.floor(length * xp.minimum(height, width) + 0.5), 1.0)
+    else:
+        side = float(length)
+
+    # Centres uniform over the pixels; row/column membership per hole as
+    # (batch, holes, height) and (batch, holes, width) masks, whose outer
+    # product is the hole. Rows outside the image do not exist: clipping.
+    uniform = backend.random.uniform((batch, n_holes, 2), dtype="float32", seed=seed)
+    top = xp.floor(uniform[..., 0] * height) - xp.floor(side / 2.0)
+    left = xp.floor(uniform[..., 1] * width) - xp.floor(side / 2.0)
+    in_rows = (rows >= top[..., None]) & (rows < top[..., None] + side)
+    in_cols = (cols >= left[..., None]) & (cols < left[..., None] + side)
+    holes = in_rows[..., :, None] & in_cols[..., None, :]
+    hole = holes[:, 0] if n_holes == 1 else xp.any(holes, axis=1)
+    hole = hole[..., None] if data_format == "channels_last" else hole[:, None]
+
+    fill = backend.cast(fill_value, images.dtype)
+    outputs = xp.where(hole, fill, images)
+    return outputs[0] if single else outputs

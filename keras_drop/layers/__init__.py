@@ -1,5 +1,23 @@
 """keras_drop layers, one module per family."""
 
+from keras_drop.layers.cutout import Cutout
+from keras_drop.layers.drop_connect import DropConnectDense
+from keras_drop.layers.drop_path import (
+    DropPath,
+    StochasticDepth,
+    stochastic_depth_rates,
+)
 from keras_drop.layers.dropblock import DropBlock1D, DropBlock2D, DropBlock3D
+from keras_drop.layers.uniform import UniformDropout
 
-__all__ = ["DropBlock1D", "DropBlock2D", "DropBlock3D"]
+__all__ = [
+    "Cutout",
+    "DropBlock1D",
+    "DropBlock2D",
+    "DropBlock3D",
+    "DropConnectDense",
+    "DropPath",
+    "StochasticDepth",
+    "UniformDropout",
+    "stochastic_depth_rates",
+]

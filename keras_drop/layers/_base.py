@@ -31,21 +31,19 @@ class _StateHolder:
         self.variable = variable
 
 
-class DropLayer(keras.layers.Layer):
-    """A layer with a seed generator and one schedulable strength argument.
+class ScheduledStrength:
+    """Mixin for a Keras layer with one schedulable strength argument.
 
-    Subclasses set `_strength_name` ("rate", or "beta" for UniformDropout)
-    and `_validate_strength`, and read the current value with
-    `self._current_strength()` inside `call`.
+    The strength is a drop probability `rate` in [0, 1) (or `beta` for
+    `UniformDropout`). Subclasses call `_init_strength` in `__init__` after
+    the Layer constructor, and read the value to apply with
+    `self._current_strength()` inside `call`. `DropRateScheduler` finds
+    layers through this class.
     """
 
     _strength_name = "rate"
 
-    def __init__(self, strength: Any, *, seed: int | None = None, **kwargs):
-        super().__init__(**kwargs)
-        self.seed = _validation.validate_seed(seed)
-        self.seed_generator = keras.random.SeedGenerator(self.seed)
-        self.supports_masking = True
+    def _init_strength(self, strength: Any) -> None:
         value = self._validate_strength(strength)
         with keras.name_scope(self.name, caller=self):
             variable = keras.Variable(
@@ -84,17 +82,9 @@ class DropLayer(keras.layers.Layer):
     def variables(self) -> list[keras.Variable]:
         return super().variables + [self._strength_state.variable]
 
-    def compute_output_shape(self, input_shape):
-        return input_shape
 
-    def get_config(self) -> dict[str, Any]:
-        base_config = super().get_config()
-        config = {self._strength_name: self._strength, "seed": self.seed}
-        return {**base_config, **config}
-
-
-class RateLayer(DropLayer):
-    """A `DropLayer` whose strength is a drop probability `rate` in [0, 1)."""
+class RateProperty:
+    """Mixin: the public `rate` of a `ScheduledStrength` layer."""
 
     @property
     def rate(self) -> float:
@@ -105,3 +95,26 @@ class RateLayer(DropLayer):
     @rate.setter
     def rate(self, value: float) -> None:
         self._set_strength(value)
+
+
+class DropLayer(ScheduledStrength, keras.layers.Layer):
+    """A layer with a seed generator and one schedulable strength argument."""
+
+    def __init__(self, strength: Any, *, seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.seed = _validation.validate_seed(seed)
+        self.seed_generator = keras.random.SeedGenerator(self.seed)
+        self.supports_masking = True
+        self._init_strength(strength)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self) -> dict[str, Any]:
+        base_config = super().get_config()
+        config = {self._strength_name: self._strength, "seed": self.seed}
+        return {**base_config, **config}
+
+
+class RateLayer(RateProperty, DropLayer):
+    """A `DropLayer` whose strength is a drop probability `rate` in [0, 1)."""

@@ -1,0 +1,87 @@
+"""UniformDropout ("Uout"): multiplicative uniform noise."""
+
+from __future__ import annotations
+
+import keras
+
+from keras_drop import _validation
+from keras_drop import ops as drop_ops
+from keras_drop.layers._base import DropLayer
+
+
+@keras.saving.register_keras_serializable(package="keras_drop")
+class UniformDropout(DropLayer):
+    """Uout: multiplies every unit by 1 + U(-beta, beta) during training.
+
+    Dropout with drop rate p multiplies a unit by 0 or 1 / (1 - p). The mean
+    is kept, but the second moment grows by 1 / (1 - p): a unit x of mean m
+    and variance v has training variance (v + m^2) / (1 - p) - m^2 and
+    inference variance v. A BatchNormalization after the dropout learns its
+    moving variance from the training-time (larger) variance and meets the
+    smaller one at inference, so it over-normalizes: Li et al. call this the
+    variance shift, and it is why Dropout before BN often hurts (p = 0.5
+    doubles the second moment).
+
+    Uout's noise 1 + U(-beta, beta) also has mean 1, but variance beta^2 / 3:
+    the second moment grows by the factor 1 + beta^2 / 3, e.g. 1.0033 at
+    beta = 0.1 and 1.083 at beta = 0.5, against 1.11 and 2 for Dropout at
+    p = 0.1 and 0.5. The shift is that small, so the layer stays stable
+    next to BatchNorm (Li et al., sec. 5). At inference the layer is the
+    identity; at `beta == 0` it is the identity in training too.
+
+    `beta` can be assigned after the model is compiled (as
+    `DropRateScheduler` does); compiled train steps apply the new value.
+
+    Args:
+        beta: float >= 0, the half-width of the uniform noise. Values above
+            1 allow negative multipliers; the paper uses 0.1 to 0.5.
+        seed: int or `None`, the seed of the layer's random generator.
+        **kwargs: base layer keyword arguments, such as `name` and `dtype`.
+
+    Call arguments:
+        inputs: a float tensor of any shape.
+        training: Python boolean, whether the layer should behave in training
+            mode (adding noise) or in inference mode (returning `inputs`
+            unchanged).
+
+    Input shape:
+        Any.
+
+    Output shape:
+        Same as the input.
+
+    Example:
+
+    >>> layer = keras_drop.UniformDropout(0.2, seed=0)
+    >>> y = layer(keras.ops.ones((4, 8)), training=True)  # values in [0.8, 1.2]
+
+    Reference:
+        - [Li et al., 2019](https://arxiv.org/abs/1801.05134),
+          "Understanding the Disharmony between Dropout and Batch
+          Normalization by Variance Shift".
+    """
+
+    _strength_name = "beta"
+
+    def __init__(self, beta: float, *, seed: int | None = None, **kwargs):
+        super().__init__(beta, seed=seed, **kwargs)
+
+    def _validate_strength(self, value):
+        return _validation.validate_non_negative(value, "beta")
+
+    @property
+    def beta(self) -> float:
+        """The configured noise half-width; assigning it takes effect in
+        already compiled steps."""
+        return self._get_strength()
+
+    @beta.setter
+    def beta(self, value: float) -> None:
+        self._set_strength(value)
+
+    def call(self, inputs, training=False):
+        if not training:
+            return inputs
+        return drop_ops.uniform_dropout(
+            inputs, self._current_strength(), seed=self.seed_generator
+        )

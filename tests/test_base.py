@@ -1,0 +1,150 @@
+"""The schedulable strength every rate (or beta) layer shares: assigning it
+reaches an already compiled train step; the scheduler hook leaves the config;
+the strength variable is state, not a weight."""
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+import keras_drop
+from keras_drop.layers._base import ScheduledStrength
+from tests.helpers import JIT_COMPILE, bits, to_numpy
+
+
+class _Ones(keras.layers.Layer):
+    """x * w with a trainable scalar w = 1: the trainable op a train step
+    needs (torch's backward fails on a step with nothing trainable)."""
+
+    def build(self, input_shape):
+        self.w = self.add_weight(shape=(), initializer="ones")
+
+    def call(self, inputs):
+        return inputs * self.w
+
+
+def _zero_fraction(y_true, y_pred):
+    fraction = ops.mean(ops.cast(ops.equal(y_pred, 0.0), "float32"))
+    return fraction + 0.0 * ops.mean(y_pred)
+
+
+def _variance(y_true, y_pred):
+    return ops.var(y_pred)
+
+
+def _drop_path_model(layer):
+    inputs = keras.Input((16,))
+    return keras.Model(inputs, layer(_Ones()(inputs))), _zero_fraction
+
+
+def _stochastic_depth_model(layer):
+    inputs = keras.Input((16,))
+    hidden = _Ones()(inputs)
+    return keras.Model(inputs, layer([hidden * 0.0, hidden])), _zero_fraction
+
+
+def _drop_connect_model(layer):
+    # Inputs are one-hot rows, so the outputs are the dropped kernel's rows.
+    inputs = keras.Input((16,))
+    return keras.Model(inputs, layer(inputs)), _zero_fraction
+
+
+def _uniform_model(layer):
+    inputs = keras.Input((16,))
+    return keras.Model(inputs, layer(_Ones()(inputs))), _variance
+
+
+# (layer factory, model builder, inputs, loss as a function of the strength)
+CASES = {
+    "DropPath": (
+        lambda s: keras_drop.DropPath(s, seed=0),
+        _drop_path_model,
+        np.ones((2048, 16), "float32"),
+        lambda s: s,
+    ),
+    "StochasticDepth": (
+        lambda s: keras_drop.StochasticDepth(s, mode="row", seed=0),
+        _stochastic_depth_model,
+        np.ones((2048, 16), "float32"),
+        lambda s: s,
+    ),
+    "DropConnectDense": (
+        lambda s: keras_drop.DropConnectDense(
+            256, s, use_bias=False, kernel_initializer="ones", seed=0
+        ),
+        _drop_connect_model,
+        np.tile(np.eye(16, dtype="float32"), (128, 1)),
+        lambda s: s,
+    ),
+    "UniformDropout": (
+        lambda s: keras_drop.UniformDropout(s, seed=0),
+        _uniform_model,
+        np.ones((2048, 16), "float32"),
+        lambda s: s**2 / 3.0,
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_strength_assigned_after_compile_reaches_the_compiled_step(name):
+    factory, build, x, expected = CASES[name]
+    layer = factory(0.1)
+    model, loss = build(layer)
+    model.compile(keras.optimizers.SGD(0.0), loss=loss, jit_compile=JIT_COMPILE)
+
+    def measure():
+        history = model.fit(x, x[:, :1], batch_size=512, epochs=1, verbose=0)
+        return history.history["loss"][-1]
+
+    before = measure()
+    traced = model.train_function
+    strength = 0.5
+    setattr(layer, layer._strength_name, strength)
+    after = measure()
+    assert model.train_function is traced  # the same compiled step
+    assert before == pytest.approx(expected(0.1), rel=0.25)
+    assert after == pytest.approx(expected(strength), rel=0.1)
+    assert layer.get_config()[layer._strength_name] == strength
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_scheduler_hook_changes_applied_strength_not_config(name):
+    factory, _, x, _ = CASES[name]
+    layer = factory(0.3)
+    reference = factory(0.0)
+    inputs = x[:64]
+    if name == "StochasticDepth":
+        inputs = [inputs, inputs]
+    layer._set_current_strength(0.0)
+    if name == "DropConnectDense":
+        layer.build(x.shape)
+        reference.build(x.shape)
+        reference.set_weights(layer.get_weights())
+    np.testing.assert_array_equal(
+        bits(layer(inputs, training=True)), bits(reference(inputs, training=True))
+    )
+    assert layer.get_config()[layer._strength_name] == 0.3
+    assert getattr(layer, layer._strength_name) == 0.3
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_strength_variable_is_state_not_a_weight(name):
+    factory, _, x, _ = CASES[name]
+    layer = factory(0.3)
+    layer.build([x.shape, x.shape] if name == "StochasticDepth" else x.shape)
+    assert isinstance(layer, ScheduledStrength)
+    assert not any("current_" in w.path for w in layer.weights)
+    assert any(f"current_{layer._strength_name}" in v.path for v in layer.variables)
+    expected_params = 16 * 256 if name == "DropConnectDense" else 0
+    assert layer.count_params() == expected_params
+
+
+def test_invalid_assignment_names_the_argument_and_keeps_the_value():
+    layer = keras_drop.DropPath(0.2)
+    with pytest.raises(ValueError, match="`rate`.*rate=1.5"):
+        layer.rate = 1.5
+    assert layer.rate == 0.2
+    assert float(to_numpy(layer._current_strength())) == pytest.approx(0.2)
+    uniform = keras_drop.UniformDropout(0.2)
+    with pytest.raises(ValueError, match="`beta`.*beta=-1"):
+        uniform.beta = -1
