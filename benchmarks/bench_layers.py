@@ -3,8 +3,11 @@
 Each layer runs in training mode the way `fit` runs it: `jax.jit` over the
 layer's `stateless_call` on JAX, `tf.function` on TensorFlow (with XLA, the
 default of `fit(jit_compile="auto")`, and without), eagerly on torch. The
-layer and Dropout are timed in alternating rounds in one process; the ratio
-of medians is what to compare across machines.
+layer and Dropout are timed in alternating rounds in one process (after
+three warm-up rounds; five rounds under TF's XLA, where Keras' Dropout takes
+over a second per call on CPU); the ratio of medians is what to compare
+across machines. A "floor" row times one elementwise multiply, the least any
+layer that touches every unit can cost.
 
     python benchmarks/bench_layers.py                 # every backend, one table
     python benchmarks/bench_layers.py --backend jax   # one backend
@@ -35,7 +38,7 @@ def cases():
 
     import keras_drop
 
-    class _OnBranch(keras.layers.Layer):
+    class OnBranch(keras.layers.Layer):
         """Calls a [shortcut, residual] layer on [x, x]: the residual add
         is part of the work, as it is of Dropout(x) + x in a network."""
 
@@ -87,12 +90,12 @@ def cases():
         ("DropPath(0.1)", lambda: keras_drop.DropPath(0.1, seed=0), SHAPE),
         (
             "StochasticDepth(0.1) [x, branch]",
-            lambda: _OnBranch(keras_drop.StochasticDepth(0.1, seed=0)),
+            lambda: OnBranch(keras_drop.StochasticDepth(0.1, seed=0)),
             SHAPE,
         ),
         (
             "StochasticDepth(0.1, row) [x, branch]",
-            lambda: _OnBranch(keras_drop.StochasticDepth(0.1, mode="row", seed=0)),
+            lambda: OnBranch(keras_drop.StochasticDepth(0.1, mode="row", seed=0)),
             SHAPE,
         ),
         ("UniformDropout(0.1)", lambda: keras_drop.UniformDropout(0.1, seed=0), SHAPE),

@@ -187,3 +187,44 @@ def run_layer_test(
                 out.dtype,
             )
             assert np.all(np.isfinite(to_numpy(ops.cast(out, "float32"))))
+
+
+def assert_seed_behaviour(factory: Any, inputs: Any, functional: Any = None) -> None:
+    """The seed contract: two fresh layers with one seed draw the same
+    sequence, successive calls of one layer differ, and a functional form
+    called twice with one int seed repeats itself.
+
+    Args:
+        factory: a function `seed -> layer`.
+        inputs: the layer's inputs.
+        functional: optionally a function `seed -> output` of the op.
+    """
+    first, second = factory(7), factory(7)
+    a1, a2 = (
+        to_numpy(first(inputs, training=True)),
+        to_numpy(first(inputs, training=True)),
+    )
+    np.testing.assert_array_equal(a1, to_numpy(second(inputs, training=True)))
+    np.testing.assert_array_equal(a2, to_numpy(second(inputs, training=True)))
+    assert not np.array_equal(a1, a2)
+    assert not np.array_equal(a1, to_numpy(factory(8)(inputs, training=True)))
+    if functional is not None:
+        np.testing.assert_array_equal(to_numpy(functional(3)), to_numpy(functional(3)))
+
+
+class Ones(keras.layers.Layer):
+    """x * w with a trainable scalar w = 1: the trainable op a train step
+    needs (torch's backward fails on a step with nothing trainable)."""
+
+    def build(self, input_shape):
+        self.w = self.add_weight(shape=(), initializer="ones")
+
+    def call(self, inputs):
+        return inputs * self.w
+
+
+def zero_fraction(y_true: Any, y_pred: Any) -> Any:
+    """A loss that is the fraction of exact zeros in the prediction (the
+    zero-weighted term gives the optimizer a zero gradient)."""
+    fraction = ops.mean(ops.cast(ops.equal(y_pred, 0.0), "float32"))
+    return fraction + 0.0 * ops.mean(y_pred)

@@ -9,23 +9,7 @@ from keras import ops
 
 import keras_drop
 from keras_drop.layers._base import ScheduledStrength
-from tests.helpers import JIT_COMPILE, bits, to_numpy
-
-
-class _Ones(keras.layers.Layer):
-    """x * w with a trainable scalar w = 1: the trainable op a train step
-    needs (torch's backward fails on a step with nothing trainable)."""
-
-    def build(self, input_shape):
-        self.w = self.add_weight(shape=(), initializer="ones")
-
-    def call(self, inputs):
-        return inputs * self.w
-
-
-def _zero_fraction(y_true, y_pred):
-    fraction = ops.mean(ops.cast(ops.equal(y_pred, 0.0), "float32"))
-    return fraction + 0.0 * ops.mean(y_pred)
+from tests.helpers import JIT_COMPILE, Ones, bits, to_numpy, zero_fraction
 
 
 def _variance(y_true, y_pred):
@@ -34,24 +18,24 @@ def _variance(y_true, y_pred):
 
 def _drop_path_model(layer):
     inputs = keras.Input((16,))
-    return keras.Model(inputs, layer(_Ones()(inputs))), _zero_fraction
+    return keras.Model(inputs, layer(Ones()(inputs))), zero_fraction
 
 
 def _stochastic_depth_model(layer):
     inputs = keras.Input((16,))
-    hidden = _Ones()(inputs)
-    return keras.Model(inputs, layer([hidden * 0.0, hidden])), _zero_fraction
+    hidden = Ones()(inputs)
+    return keras.Model(inputs, layer([hidden * 0.0, hidden])), zero_fraction
 
 
 def _drop_connect_model(layer):
     # Inputs are one-hot rows, so the outputs are the dropped kernel's rows.
     inputs = keras.Input((16,))
-    return keras.Model(inputs, layer(inputs)), _zero_fraction
+    return keras.Model(inputs, layer(inputs)), zero_fraction
 
 
 def _uniform_model(layer):
     inputs = keras.Input((16,))
-    return keras.Model(inputs, layer(_Ones()(inputs))), _variance
+    return keras.Model(inputs, layer(Ones()(inputs))), _variance
 
 
 # (layer factory, model builder, inputs, loss as a function of the strength)

@@ -7,7 +7,14 @@ from keras import ops
 
 import keras_drop
 from keras_drop import Cutout
-from tests.helpers import bits, run_layer_test, to_numpy
+from tests.helpers import (
+    Ones,
+    assert_seed_behaviour,
+    bits,
+    run_layer_test,
+    to_numpy,
+    zero_fraction,
+)
 
 
 def hole_masks(y, fill=0.0):
@@ -175,12 +182,11 @@ def test_single_image_and_integer_images():
 
 def test_seeds():
     x = ops.ones((16, 12, 12, 1))
-    a, b = Cutout(4, seed=5), Cutout(4, seed=5)
-    a1, a2 = to_numpy(a(x, training=True)), to_numpy(a(x, training=True))
-    np.testing.assert_array_equal(a1, to_numpy(b(x, training=True)))
-    assert not np.array_equal(a1, a2)
-    f1 = to_numpy(keras_drop.ops.cutout(x, 4, seed=3))
-    np.testing.assert_array_equal(f1, to_numpy(keras_drop.ops.cutout(x, 4, seed=3)))
+    assert_seed_behaviour(
+        lambda seed: Cutout(4, seed=seed),
+        x,
+        lambda seed: keras_drop.ops.cutout(x, 4, seed=seed),
+    )
 
 
 # --------------------------------------------------------------------------
@@ -199,19 +205,6 @@ def test_active_on_its_own_inert_in_a_model_with_training_unset():
 
 
 def test_active_during_fit_inert_in_evaluate():
-    class Ones(keras.layers.Layer):
-        """x * w, w = 1 trainable: the trainable op a train step needs."""
-
-        def build(self, input_shape):
-            self.w = self.add_weight(shape=(), initializer="ones")
-
-        def call(self, inputs):
-            return inputs * self.w
-
-    def zero_fraction(y_true, y_pred):
-        fraction = ops.mean(ops.cast(ops.equal(y_pred, 0.0), "float32"))
-        return fraction + 0.0 * ops.mean(y_pred)
-
     inputs = keras.Input((12, 12, 1))
     model = keras.Model(inputs, Cutout(6, seed=0)(Ones()(inputs)))
     model.compile(keras.optimizers.SGD(0.0), loss=zero_fraction)

@@ -164,9 +164,10 @@ class StochasticDepth(RateLayer):
         )
 
     def build(self, input_shape):
-        # One tensor's shape is a sequence of dimensions, not of shapes.
-        is_list = isinstance(input_shape, (list, tuple)) and all(
-            isinstance(s, (list, tuple)) for s in input_shape
+        # One tensor's shape is a sequence of dimensions (ints or None); a
+        # list of shapes holds sequences (tuples, TensorShapes, torch.Sizes).
+        is_list = isinstance(input_shape, (list, tuple)) and not any(
+            s is None or isinstance(s, int) for s in input_shape
         )
         _check_two_inputs(len(input_shape) if is_list else 1, input_shape)
         _validation.check_same_shape(input_shape[0], input_shape[1], "StochasticDepth")
