@@ -142,6 +142,15 @@ def check_rank(shape: Sequence[Any], expected: int, layer: str, layout: str) -> 
         )
 
 
+def check_min_rank(shape: Sequence[Any], minimum: int, name: str) -> None:
+    """A batch-first input of rank `minimum` or more."""
+    if len(shape) < minimum:
+        raise ValueError(
+            f"Input to `{name}` must be of rank >= {minimum}, batch first. "
+            f"Received: inputs.shape={tuple(shape)}"
+        )
+
+
 def check_same_shape(first: Sequence[Any], second: Sequence[Any], name: str) -> None:
     """Two shapes that must match where both are known (None matches)."""
     first, second = tuple(first), tuple(second)

@@ -52,6 +52,13 @@ def _seeds(seed: Any, count: int) -> list[Any]:
     return [seed] * count
 
 
+def _validate_rate_argument(rate: Any) -> None:
+    """A Python rate is checked here; a tensor rate (a layer's variable) was
+    checked when it was assigned."""
+    if isinstance(rate, (int, float)):
+        _validation.validate_rate(rate)
+
+
 def _axis_cover(size: Any, block: int) -> Any:
     """How many valid block positions cover each index of one spatial axis.
 
@@ -279,8 +286,7 @@ def drop_block(
         )
     spatial_rank = rank - 2
     block = _validation.validate_int_tuple(block_size, spatial_rank, "block_size")
-    if isinstance(rate, (int, float)):
-        _validation.validate_rate(rate)
+    _validate_rate_argument(rate)
 
     shape = list(ops.shape(inputs))
     if data_format == "channels_last":
@@ -336,11 +342,6 @@ def _keep_multiplier(shape: Any, rate: Any, scale_by_keep: bool, seed: Any) -> A
     return ops.where(uniform >= rate, scale, 0.0)
 
 
-def _validate_rate_argument(rate: Any) -> None:
-    if isinstance(rate, (int, float)):
-        _validation.validate_rate(rate)
-
-
 def drop_path(
     inputs: Any, rate: Any, *, scale_by_keep: bool = True, seed: Any = None
 ) -> Any:
@@ -367,11 +368,7 @@ def drop_path(
     """
     inputs = ops.convert_to_tensor(inputs)
     rank = len(inputs.shape)
-    if rank < 2:
-        raise ValueError(
-            "`drop_path` expects an input of rank >= 2 (batch first). "
-            f"Received: inputs.shape={tuple(inputs.shape)}"
-        )
+    _validation.check_min_rank(inputs.shape, 2, "drop_path")
     _validate_rate_argument(rate)
     _validation.validate_bool(scale_by_keep, "scale_by_keep")
     shape = (ops.shape(inputs)[0],) + (1,) * (rank - 1)

@@ -12,7 +12,14 @@ from numpy.lib.stride_tricks import sliding_window_view
 import keras_drop
 from keras_drop import DropBlock1D, DropBlock2D, DropBlock3D
 from keras_drop.ops import _block_seed_probability
-from tests.helpers import JIT_COMPILE, bits, run_layer_test, to_numpy
+from tests.helpers import (
+    JIT_COMPILE,
+    assert_seed_behaviour,
+    bits,
+    run_layer_test,
+    to_numpy,
+    zero_fraction,
+)
 
 LAYERS = {1: DropBlock1D, 2: DropBlock2D, 3: DropBlock3D}
 
@@ -355,15 +362,9 @@ def test_inference_and_zero_rate_are_the_identity_bit_for_bit():
 
 
 def test_same_seed_same_masks_successive_calls_differ():
-    x = ops.ones((4, 16, 16, 3))
-    first, second = DropBlock2D(0.2, 3, seed=42), DropBlock2D(0.2, 3, seed=42)
-    a1, a2 = to_numpy(first(x, training=True)), to_numpy(first(x, training=True))
-    b1, b2 = to_numpy(second(x, training=True)), to_numpy(second(x, training=True))
-    np.testing.assert_array_equal(a1, b1)
-    np.testing.assert_array_equal(a2, b2)
-    assert not np.array_equal(a1, a2)
-    other = to_numpy(DropBlock2D(0.2, 3, seed=43)(x, training=True))
-    assert not np.array_equal(a1, other)
+    assert_seed_behaviour(
+        lambda seed: DropBlock2D(0.2, 3, seed=seed), ops.ones((4, 16, 16, 3))
+    )
 
 
 def test_functional_form_int_seed_is_deterministic_generator_advances():
@@ -419,12 +420,6 @@ def _zero_fraction_model(layer, channels=1, spatial=(None, None)):
         channels, 1, use_bias=False, kernel_initializer="ones"
     )(inputs)
     model = keras.Model(inputs, layer(hidden))
-
-    def zero_fraction(y_true, y_pred):
-        # The zero-weighted term gives the optimizer a (zero) gradient.
-        fraction = ops.mean(ops.cast(ops.equal(y_pred, 0.0), "float32"))
-        return fraction + 0.0 * ops.mean(y_pred)
-
     model.compile(
         optimizer=keras.optimizers.SGD(0.0), loss=zero_fraction, jit_compile=JIT_COMPILE
     )

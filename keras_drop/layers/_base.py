@@ -32,18 +32,22 @@ class _StateHolder:
 
 
 class ScheduledStrength:
-    """Mixin for a Keras layer with one schedulable strength argument.
+    """Mixin for a random Keras layer with one schedulable strength argument.
 
     The strength is a drop probability `rate` in [0, 1) (or `beta` for
     `UniformDropout`). Subclasses call `_init_strength` in `__init__` after
-    the Layer constructor, and read the value to apply with
-    `self._current_strength()` inside `call`. `DropRateScheduler` finds
-    layers through this class.
+    the Layer constructor, which also sets up the seed (`self.seed`, and
+    `self.seed_generator` for every random op), and read the value to apply
+    with `self._current_strength()` inside `call`. The strength and the seed
+    come back in `get_config()`. `DropRateScheduler` finds layers through
+    this class.
     """
 
     _strength_name = "rate"
 
-    def _init_strength(self, strength: Any) -> None:
+    def _init_strength(self, strength: Any, seed: int | None) -> None:
+        self.seed = _validation.validate_seed(seed)
+        self.seed_generator = keras.random.SeedGenerator(self.seed)
         value = self._validate_strength(strength)
         with keras.name_scope(self.name, caller=self):
             variable = keras.Variable(
@@ -82,19 +86,29 @@ class ScheduledStrength:
     def variables(self) -> list[keras.Variable]:
         return super().variables + [self._strength_state.variable]
 
+    def get_config(self) -> dict[str, Any]:
+        base_config = super().get_config()
+        config = {self._strength_name: self._strength, "seed": self.seed}
+        return {**base_config, **config}
+
+
+def strength_property(doc: str) -> property:
+    """The public name of a layer's strength (`rate`, `beta`): reads the
+    configured value; assigning validates it and reaches compiled steps."""
+    return property(
+        lambda self: self._get_strength(),
+        lambda self, value: self._set_strength(value),
+        doc=doc,
+    )
+
 
 class RateProperty:
     """Mixin: the public `rate` of a `ScheduledStrength` layer."""
 
-    @property
-    def rate(self) -> float:
-        """The configured drop probability; assigning it takes effect in
-        already compiled steps."""
-        return self._get_strength()
-
-    @rate.setter
-    def rate(self, value: float) -> None:
-        self._set_strength(value)
+    rate = strength_property(
+        "The configured drop probability; assigning it takes effect in "
+        "already compiled steps."
+    )
 
 
 class DropLayer(ScheduledStrength, keras.layers.Layer):
@@ -102,18 +116,11 @@ class DropLayer(ScheduledStrength, keras.layers.Layer):
 
     def __init__(self, strength: Any, *, seed: int | None = None, **kwargs):
         super().__init__(**kwargs)
-        self.seed = _validation.validate_seed(seed)
-        self.seed_generator = keras.random.SeedGenerator(self.seed)
         self.supports_masking = True
-        self._init_strength(strength)
+        self._init_strength(strength, seed)
 
     def compute_output_shape(self, input_shape):
         return input_shape
-
-    def get_config(self) -> dict[str, Any]:
-        base_config = super().get_config()
-        config = {self._strength_name: self._strength, "seed": self.seed}
-        return {**base_config, **config}
 
 
 class RateLayer(RateProperty, DropLayer):

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import keras
 from keras import ops
 
-from keras_drop import _validation
 from keras_drop import ops as drop_ops
 from keras_drop.layers._base import RateProperty, ScheduledStrength
 
@@ -57,9 +54,7 @@ class DropConnectDense(RateProperty, ScheduledStrength, keras.layers.Dense):
 
     def __init__(self, units: int, rate: float, *, seed: int | None = None, **kwargs):
         super().__init__(units, **kwargs)
-        self.seed = _validation.validate_seed(seed)
-        self.seed_generator = keras.random.SeedGenerator(self.seed)
-        self._init_strength(rate)
+        self._init_strength(rate, seed)
 
     def call(self, inputs, training=None):
         if not training:
@@ -80,7 +75,3 @@ class DropConnectDense(RateProperty, ScheduledStrength, keras.layers.Dense):
         if self.activation is not None:
             x = self.activation(x)
         return x
-
-    def get_config(self) -> dict[str, Any]:
-        base_config = super().get_config()
-        return {**base_config, "rate": self._strength, "seed": self.seed}

@@ -69,11 +69,7 @@ class DropPath(RateLayer):
         self.scale_by_keep = _validation.validate_bool(scale_by_keep, "scale_by_keep")
 
     def build(self, input_shape):
-        if len(input_shape) < 2:
-            raise ValueError(
-                "Input to `DropPath` must be of rank >= 2, (batch, ...). "
-                f"Received: inputs.shape={tuple(input_shape)}"
-            )
+        _validation.check_min_rank(input_shape, 2, "DropPath")
         self.built = True
 
     def call(self, inputs, training=False):

@@ -6,7 +6,7 @@ import keras
 
 from keras_drop import _validation
 from keras_drop import ops as drop_ops
-from keras_drop.layers._base import DropLayer
+from keras_drop.layers._base import DropLayer, strength_property
 
 
 @keras.saving.register_keras_serializable(package="keras_drop")
@@ -69,15 +69,10 @@ class UniformDropout(DropLayer):
     def _validate_strength(self, value):
         return _validation.validate_non_negative(value, "beta")
 
-    @property
-    def beta(self) -> float:
-        """The configured noise half-width; assigning it takes effect in
-        already compiled steps."""
-        return self._get_strength()
-
-    @beta.setter
-    def beta(self, value: float) -> None:
-        self._set_strength(value)
+    beta = strength_property(
+        "The configured noise half-width; assigning it takes effect in "
+        "already compiled steps."
+    )
 
     def call(self, inputs, training=False):
         if not training:
