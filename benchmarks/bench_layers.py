@@ -21,14 +21,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
 
-BACKENDS = ("jax", "tensorflow", "torch")
+from _common import BACKENDS, machine, run_worker
+
 SHAPE = (32, 56, 56, 64)
 
 
@@ -203,19 +201,6 @@ def bench_backend(backend, repeats, only):
     return rows
 
 
-def machine():
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores"
-
-
 def table(rows):
     lines = [
         "| backend | compiled as | layer | layer ms | Dropout ms | ratio |",
@@ -246,22 +231,13 @@ def main():
     backends = BACKENDS if args.backend == "all" else (args.backend,)
     rows = []
     for backend in backends:
-        env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3"}
-        cmd = [
-            sys.executable,
-            __file__,
-            "--worker",
-            "--backend",
-            backend,
-            "--repeats",
-            str(args.repeats),
-            "--only",
-            args.only,
-        ]
-        out = subprocess.run(
-            cmd, env=env, check=True, stdout=subprocess.PIPE, text=True
+        rows.extend(
+            run_worker(
+                __file__,
+                backend,
+                ["--repeats", str(args.repeats), "--only", args.only],
+            )
         )
-        rows.extend(json.loads(out.stdout))
     print(
         f"{time.strftime('%Y-%m-%d')}, {machine()}, input {SHAPE} float32, "
         f"median of {args.repeats} runs\n"

@@ -8,6 +8,7 @@ functional forms live in `keras_drop.ops`.
 __version__ = "0.1.0.dev0"
 
 from keras_drop import ops  # noqa: E402
+from keras_drop.callbacks import DropRateScheduler  # noqa: E402
 from keras_drop.layers import (  # noqa: E402
     Cutout,
     DropBlock1D,
@@ -16,6 +17,7 @@ from keras_drop.layers import (  # noqa: E402
     DropConnectDense,
     DropPath,
     StochasticDepth,
+    StochasticDepthBlock,
     UniformDropout,
     stochastic_depth_rates,
 )
@@ -27,7 +29,9 @@ __all__ = [
     "DropBlock3D",
     "DropConnectDense",
     "DropPath",
+    "DropRateScheduler",
     "StochasticDepth",
+    "StochasticDepthBlock",
     "UniformDropout",
     "__version__",
     "ops",

@@ -6,7 +6,11 @@ import numpy as np
 import pytest
 from keras import ops
 
-from keras_drop.layers._keras_internals import DataLayer, called_on_its_own
+from keras_drop.layers._keras_internals import (
+    DataLayer,
+    all_layers,
+    called_on_its_own,
+)
 
 
 class Probe(keras.layers.Layer):
@@ -66,3 +70,20 @@ def test_data_layer_switches_to_tensorflow_inside_tf_data():
     assert names == ["tensorflow"]
     layer(ops.zeros((1, 3)))
     assert names[-1] == keras.backend.backend()
+
+
+def test_all_layers_walks_nested_models_and_subclassed_layers():
+    class Holder(keras.layers.Layer):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.inner = [keras.layers.Dense(2, name="held")]
+
+        def call(self, inputs):
+            return self.inner[0](inputs)
+
+    inner = keras.Sequential([keras.Input((2,)), Holder(name="holder")], name="inner")
+    inputs = keras.Input((2,))
+    model = keras.Model(inputs, keras.layers.Dense(2, name="top")(inner(inputs)))
+    names = [layer.name for layer in all_layers(model)]
+    assert {"inner", "holder", "held", "top"} <= set(names)
+    assert model.name not in names and len(names) == len(set(names))

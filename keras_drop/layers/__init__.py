@@ -5,6 +5,7 @@ from keras_drop.layers.drop_connect import DropConnectDense
 from keras_drop.layers.drop_path import (
     DropPath,
     StochasticDepth,
+    StochasticDepthBlock,
     stochastic_depth_rates,
 )
 from keras_drop.layers.dropblock import DropBlock1D, DropBlock2D, DropBlock3D
@@ -18,6 +19,7 @@ __all__ = [
     "DropConnectDense",
     "DropPath",
     "StochasticDepth",
+    "StochasticDepthBlock",
     "UniformDropout",
     "stochastic_depth_rates",
 ]

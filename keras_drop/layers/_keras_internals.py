@@ -1,6 +1,7 @@
 """The private Keras APIs keras_drop relies on, in one place, and why.
 
-Keras offers no public way to do two things `Cutout` needs:
+Keras offers no public way to do two things `Cutout` needs, and one thing
+`DropRateScheduler` needs:
 
 1. Run inside a `tf.data` pipeline under the JAX and PyTorch backends. Keras'
    own augmentation layers (`RandomErasing`, `RandomFlip`) subclass the
@@ -17,7 +18,12 @@ Keras offers no public way to do two things `Cutout` needs:
    `call` (through `stateless_call`) without opening a call context, so the
    first layer of the model becomes the entry layer.
 
-Both are exercised by `tests/test_keras_internals.py`, which fails if a
+3. List every layer of a model, however deeply nested (functional and
+   Sequential submodels, layers held by subclassed models and layers):
+   `Model.layers` lists only the top level. `Layer._flatten_layers` is the
+   walk Keras itself uses for `Model.variables`.
+
+All are exercised by `tests/test_keras_internals.py`, which fails if a
 Keras release moves them.
 """
 
@@ -34,7 +40,7 @@ except ImportError:  # Keras 3.8 - 3.10
         TFDataLayer as DataLayer,
     )
 
-__all__ = ["DataLayer", "called_on_its_own"]
+__all__ = ["DataLayer", "all_layers", "called_on_its_own"]
 
 
 def called_on_its_own(layer: Any) -> bool:
@@ -48,3 +54,8 @@ def called_on_its_own(layer: Any) -> bool:
     if context is not None and context.entry_layer is not layer:
         return False
     return not layer._inbound_nodes
+
+
+def all_layers(model: Any) -> list[Any]:
+    """Every layer inside `model` (not `model` itself), depth first, once."""
+    return list(model._flatten_layers(include_self=False, recursive=True))

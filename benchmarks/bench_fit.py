@@ -1,0 +1,188 @@
+"""Train-step benchmarks: what users pay per `fit` step, on every backend.
+
+Each study trains variants of one residual CNN (32x32x3 inputs, batch 64,
+blocks of two 3x3 convolutions with BatchNormalization) with `fit` as users
+run it (`jit_compile="auto"`: XLA on JAX and TensorFlow, eager on torch),
+times every step with a callback that waits for the step's loss, and prints
+the median step time after the first epoch (compilation) and its ratio to
+the study's first variant, one backend per process.
+
+Studies:
+    skip       StochasticDepth (multiply by zero) vs StochasticDepthBlock
+               (the dropped branch is not computed); linear decay to
+               final_rate=0.5 over the blocks.
+    scheduler  no scheduler vs DropRateScheduler per step (the rate changes
+               before every step) vs per epoch; DropBlock2D and
+               StochasticDepth in every block.
+
+    python benchmarks/bench_fit.py skip                  # every backend
+    python benchmarks/bench_fit.py scheduler --backend jax --blocks 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+
+from _common import BACKENDS, machine, run_worker
+
+STUDIES = ("skip", "scheduler")
+
+
+def residual_cnn(blocks: int, channels: int, block_factory) -> object:
+    import keras
+
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.Conv2D(channels, 3, padding="same")(inputs)
+    for index in range(blocks):
+        x = block_factory(index, x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, keras.layers.Dense(10)(x))
+
+
+def conv_branch(channels: int, dropblock: bool = False):
+    import keras
+
+    import keras_drop
+
+    layers = [
+        keras.layers.Conv2D(channels, 3, padding="same", use_bias=False),
+        keras.layers.BatchNormalization(),
+        keras.layers.ReLU(),
+        keras.layers.Conv2D(channels, 3, padding="same", use_bias=False),
+        keras.layers.BatchNormalization(),
+    ]
+    if dropblock:
+        layers.append(keras_drop.DropBlock2D(0.1, 3))
+    return keras.Sequential(layers)
+
+
+def variants(study: str, blocks: int, channels: int) -> dict:
+    """name -> (model factory, callbacks factory)."""
+    import keras_drop
+
+    rates = keras_drop.stochastic_depth_rates(blocks, 0.5)
+
+    def multiply(index, x):
+        branch = conv_branch(channels)(x)
+        return keras_drop.StochasticDepth(rates[index], seed=index)([x, branch])
+
+    def skip(index, x):
+        block = keras_drop.StochasticDepthBlock(
+            conv_branch(channels), rates[index], seed=index
+        )
+        return block(x)
+
+    def scheduled(index, x):
+        branch = conv_branch(channels, dropblock=True)(x)
+        return keras_drop.StochasticDepth(rates[index], seed=index)([x, branch])
+
+    if study == "skip":
+        return {
+            "StochasticDepth (multiply)": (multiply, list),
+            "StochasticDepthBlock (skip)": (skip, list),
+        }
+    return {
+        "no scheduler": (scheduled, list),
+        "DropRateScheduler per step": (
+            scheduled,
+            lambda: [keras_drop.DropRateScheduler()],
+        ),
+        "DropRateScheduler per epoch": (
+            scheduled,
+            lambda: [keras_drop.DropRateScheduler(update_freq="epoch")],
+        ),
+    }
+
+
+def bench_backend(study: str, blocks: int, channels: int, steps: int) -> list[dict]:
+    import keras
+    import numpy as np
+
+    class StepTimes(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.times = []
+
+        def on_train_batch_begin(self, batch, logs=None):
+            self._start = time.perf_counter()
+
+        def on_train_batch_end(self, batch, logs=None):
+            float(logs["loss"])  # wait for the step itself
+            self.times.append(time.perf_counter() - self._start)
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64 * steps, 32, 32, 3)).astype("float32")
+    y = rng.integers(0, 10, size=(64 * steps,))
+    rows = []
+    for name, (block, callbacks) in variants(study, blocks, channels).items():
+        keras.utils.set_random_seed(0)
+        model = residual_cnn(blocks, channels, block)
+        model.compile(
+            keras.optimizers.SGD(0.01, momentum=0.9),
+            keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        )
+        timer = StepTimes()
+        model.fit(
+            x,
+            y,
+            batch_size=64,
+            epochs=2,
+            verbose=0,
+            callbacks=[*callbacks(), timer],
+        )
+        median = statistics.median(timer.times[steps:])
+        rows.append(
+            {
+                "backend": keras.backend.backend(),
+                "variant": name,
+                "step_ms": 1e3 * median,
+            }
+        )
+        print(f"{rows[-1]}", file=sys.stderr, flush=True)
+    for row in rows:
+        row["ratio"] = row["step_ms"] / rows[0]["step_ms"]
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("study", choices=STUDIES)
+    parser.add_argument("--backend", choices=(*BACKENDS, "all"), default="all")
+    parser.add_argument("--blocks", type=int, default=16)
+    parser.add_argument("--channels", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=30, help="timed steps")
+    parser.add_argument("--json", help="write the raw rows to this file")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    sizes = [args.study, "--blocks", str(args.blocks), "--channels"]
+    sizes += [str(args.channels), "--steps", str(args.steps)]
+    if args.worker:
+        rows = bench_backend(args.study, args.blocks, args.channels, args.steps)
+        json.dump(rows, sys.stdout)
+        return
+    backends = BACKENDS if args.backend == "all" else (args.backend,)
+    rows = [row for b in backends for row in run_worker(__file__, b, sizes)]
+    print(
+        f"{time.strftime('%Y-%m-%d')}, {machine()}; {args.blocks} blocks of two "
+        f"{args.channels}-channel convs, 32x32x3, batch 64; median of "
+        f"{args.steps} steps after a warm-up epoch\n"
+    )
+    print("| backend | variant | step ms | ratio |\n|---|---|---:|---:|")
+    for r in rows:
+        print(
+            f"| {r['backend']} | {r['variant']} | {r['step_ms']:.1f} "
+            f"| {r['ratio']:.2f} |"
+        )
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
