@@ -1,12 +1,19 @@
 """The private Keras APIs of keras_drop.layers._keras_internals still behave
-as Cutout relies on: this file fails first if a Keras release moves them."""
+as Cutout and the BatchNorm tools rely on: this file fails first if a Keras
+release moves them."""
 
 import keras
 import numpy as np
 import pytest
 from keras import ops
 
-from keras_drop.layers._keras_internals import DataLayer, called_on_its_own
+from keras_drop.layers._keras_internals import (
+    DataLayer,
+    called_on_its_own,
+    functional_graph,
+    graph_calls,
+    sublayers,
+)
 
 
 class Probe(keras.layers.Layer):
@@ -66,3 +73,41 @@ def test_data_layer_switches_to_tensorflow_inside_tf_data():
     assert names == ["tensorflow"]
     layer(ops.zeros((1, 3)))
     assert names[-1] == keras.backend.backend()
+
+
+def test_graph_walk_finds_every_call_and_its_input_nested_models_included():
+    block = keras.Sequential(
+        [keras.Input((4,)), keras.layers.Dense(4), keras.layers.BatchNormalization()],
+        name="block",
+    )
+    inputs = keras.Input((4,))
+    first = keras.layers.Dense(4, name="first")
+    x = first(inputs)
+    y = block(x)
+    z = block(keras.layers.Add(name="add")([x, y]))
+    model = keras.Model(inputs, z)
+
+    assert functional_graph(model) is model
+    inner = functional_graph(block)
+    assert inner is not None and inner is not block
+    calls = graph_calls(model)
+    assert [layer.name for layer, _ in calls] == ["first", "block", "add", "block"]
+    assert calls[0][1] is inputs and calls[1][1] is x and calls[3][1] is not x
+    assert [t is u for t, u in zip(calls[2][1], [x, y], strict=True)] == [True, True]
+    # The nested graph's own calls take its own input, not the outer tensor.
+    inner_calls = graph_calls(inner)
+    assert [type(layer).__name__ for layer, _ in inner_calls] == [
+        "Dense",
+        "BatchNormalization",
+    ]
+    assert inner_calls[0][1] is inner.input
+
+    names = [layer.name for layer in sublayers(model)]
+    assert block.layers[-1].name in names and model.name not in names
+
+    class Subclassed(keras.Model):
+        def call(self, x):
+            return x
+
+    assert functional_graph(Subclassed()) is None
+    assert functional_graph(keras.Sequential([keras.layers.Dense(2)])) is None
