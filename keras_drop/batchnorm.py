@@ -190,7 +190,7 @@ def recalibrate_batchnorm(
     Example:
 
     >>> model.fit(x_train, y_train, epochs=30)  # Dropout before BN layers
-    >>> keras_drop.variance_shift(model, x_train)  # e.g. {..: 1.5, ..: 2.1}
+    >>> keras_drop.variance_shift(model, x_train)  # {"bn1": 1.0, "bn2": 1.43, ...}
     >>> keras_drop.recalibrate_batchnorm(model, x_train)
     >>> keras_drop.variance_shift(model, x_train)  # every value 1.0
 
