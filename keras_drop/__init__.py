@@ -2,12 +2,15 @@
 
 DropBlock and its relatives as `keras.layers.Layer`s built on `keras.ops`, so
 one implementation runs on the TensorFlow, JAX and PyTorch backends. The
-functional forms live in `keras_drop.ops`.
+functional forms live in `keras_drop.ops`. `variance_shift` and
+`recalibrate_batchnorm` measure and repair what dropout before
+BatchNormalization does to its moving statistics.
 """
 
 __version__ = "0.1.0.dev0"
 
 from keras_drop import ops  # noqa: E402
+from keras_drop.batchnorm import recalibrate_batchnorm, variance_shift  # noqa: E402
 from keras_drop.callbacks import DropRateScheduler  # noqa: E402
 from keras_drop.layers import (  # noqa: E402
     Cutout,
@@ -35,5 +38,7 @@ __all__ = [
     "UniformDropout",
     "__version__",
     "ops",
+    "recalibrate_batchnorm",
     "stochastic_depth_rates",
+    "variance_shift",
 ]

@@ -77,6 +77,15 @@ def validate_positive_int(value: Any, name: str) -> int:
     return int(value)
 
 
+def validate_optional_positive_int(value: Any, name: str) -> int | None:
+    """A positive int or None (such as a number of steps: None for all)."""
+    if value is None:
+        return None
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
+        raise invalid_value(name, "a positive integer or None", value)
+    return int(value)
+
+
 def validate_int_tuple(value: Any, n: int, name: str) -> tuple[int, ...]:
     """A positive int or a sequence of `n` positive ints, as an `n`-tuple."""
     expected = (

@@ -29,7 +29,7 @@ import keras
 
 from keras_drop import _validation
 from keras_drop.layers._base import ScheduledStrength
-from keras_drop.layers._keras_internals import all_layers
+from keras_drop.layers._keras_internals import sublayers
 
 _LOGGER = logging.getLogger("keras_drop")
 
@@ -137,7 +137,7 @@ class DropRateScheduler(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         self._layers = [
             layer
-            for layer in all_layers(self.model)
+            for layer in sublayers(self.model)
             if isinstance(layer, ScheduledStrength)
         ]
         if not self._layers:

@@ -1,5 +1,6 @@
 """The private Keras APIs of keras_drop.layers._keras_internals still behave
-as Cutout relies on: this file fails first if a Keras release moves them."""
+as Cutout and the BatchNorm tools rely on: this file fails first if a Keras
+release moves them."""
 
 import keras
 import numpy as np
@@ -8,8 +9,10 @@ from keras import ops
 
 from keras_drop.layers._keras_internals import (
     DataLayer,
-    all_layers,
     called_on_its_own,
+    functional_graph,
+    graph_calls,
+    sublayers,
 )
 
 
@@ -72,7 +75,7 @@ def test_data_layer_switches_to_tensorflow_inside_tf_data():
     assert names[-1] == keras.backend.backend()
 
 
-def test_all_layers_walks_nested_models_and_subclassed_layers():
+def test_sublayers_walks_nested_models_and_subclassed_layers():
     class Holder(keras.layers.Layer):
         def __init__(self, **kwargs):
             super().__init__(**kwargs)
@@ -84,6 +87,44 @@ def test_all_layers_walks_nested_models_and_subclassed_layers():
     inner = keras.Sequential([keras.Input((2,)), Holder(name="holder")], name="inner")
     inputs = keras.Input((2,))
     model = keras.Model(inputs, keras.layers.Dense(2, name="top")(inner(inputs)))
-    names = [layer.name for layer in all_layers(model)]
+    names = [layer.name for layer in sublayers(model)]
     assert {"inner", "holder", "held", "top"} <= set(names)
     assert model.name not in names and len(names) == len(set(names))
+
+
+def test_graph_walk_finds_every_call_and_its_input_nested_models_included():
+    block = keras.Sequential(
+        [keras.Input((4,)), keras.layers.Dense(4), keras.layers.BatchNormalization()],
+        name="block",
+    )
+    inputs = keras.Input((4,))
+    first = keras.layers.Dense(4, name="first")
+    x = first(inputs)
+    y = block(x)
+    z = block(keras.layers.Add(name="add")([x, y]))
+    model = keras.Model(inputs, z)
+
+    assert functional_graph(model) is model
+    inner = functional_graph(block)
+    assert inner is not None and inner is not block
+    calls = graph_calls(model)
+    assert [layer.name for layer, _ in calls] == ["first", "block", "add", "block"]
+    assert calls[0][1] is inputs and calls[1][1] is x and calls[3][1] is not x
+    assert [t is u for t, u in zip(calls[2][1], [x, y], strict=True)] == [True, True]
+    # The nested graph's own calls take its own input, not the outer tensor.
+    inner_calls = graph_calls(inner)
+    assert [type(layer).__name__ for layer, _ in inner_calls] == [
+        "Dense",
+        "BatchNormalization",
+    ]
+    assert inner_calls[0][1] is inner.input
+
+    names = [layer.name for layer in sublayers(model)]
+    assert block.layers[-1].name in names and model.name not in names
+
+    class Subclassed(keras.Model):
+        def call(self, x):
+            return x
+
+    assert functional_graph(Subclassed()) is None
+    assert functional_graph(keras.Sequential([keras.layers.Dense(2)])) is None

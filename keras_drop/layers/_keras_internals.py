@@ -1,7 +1,10 @@
 """The private Keras APIs keras_drop relies on, in one place, and why.
 
-Keras offers no public way to do two things `Cutout` needs, and one thing
-`DropRateScheduler` needs:
+Keras offers no public way to do some things keras_drop needs: two for
+`Cutout`, two for `recalibrate_batchnorm` and `variance_shift`, one for
+`DropRateScheduler`.
+
+`Cutout`:
 
 1. Run inside a `tf.data` pipeline under the JAX and PyTorch backends. Keras'
    own augmentation layers (`RandomErasing`, `RandomFlip`) subclass the
@@ -18,10 +21,24 @@ Keras offers no public way to do two things `Cutout` needs, and one thing
    `call` (through `stateless_call`) without opening a call context, so the
    first layer of the model becomes the entry layer.
 
-3. List every layer of a model, however deeply nested (functional and
+3. Walk the graph of a functional or Sequential model to find where each
+   `BatchNormalization` is called and on which symbolic tensor, nested
+   models included. `Model.layers` lists a graph's layers but not the
+   tensors they are called on, and `layer.input` is ambiguous for a layer
+   called more than once (a nested model's `input` is even the tensor of
+   its first call in the enclosing graph, not its own input). A `Functional`
+   keeps its nodes by depth (`_nodes_by_depth`), which is what its own
+   `call` walks; a built `Sequential` runs an inner `Functional`
+   (`_functional`); `Layer._flatten_layers` lists every sublayer, so a
+   BatchNormalization hidden inside a subclassed layer can be reported
+   instead of silently left out.
+
+4. List every layer of a model, however deeply nested (functional and
    Sequential submodels, layers held by subclassed models and layers):
    `Model.layers` lists only the top level. `Layer._flatten_layers` is the
-   walk Keras itself uses for `Model.variables`.
+   walk Keras itself uses for `Model.variables` (`sublayers`), used by
+   `DropRateScheduler` and to report a BatchNormalization hidden inside a
+   subclassed layer.
 
 All are exercised by `tests/test_keras_internals.py`, which fails if a
 Keras release moves them.
@@ -31,7 +48,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import keras
 from keras.src.backend.common import global_state
+from keras.src.models.functional import Functional
 
 try:
     from keras.src.layers.preprocessing.data_layer import DataLayer
@@ -40,7 +59,13 @@ except ImportError:  # Keras 3.8 - 3.10
         TFDataLayer as DataLayer,
     )
 
-__all__ = ["DataLayer", "all_layers", "called_on_its_own"]
+__all__ = [
+    "DataLayer",
+    "called_on_its_own",
+    "functional_graph",
+    "graph_calls",
+    "sublayers",
+]
 
 
 def called_on_its_own(layer: Any) -> bool:
@@ -56,6 +81,38 @@ def called_on_its_own(layer: Any) -> bool:
     return not layer._inbound_nodes
 
 
-def all_layers(model: Any) -> list[Any]:
-    """Every layer inside `model` (not `model` itself), depth first, once."""
-    return list(model._flatten_layers(include_self=False, recursive=True))
+def functional_graph(model: Any) -> Functional | None:
+    """The `Functional` graph that runs `model`, or None if it has none.
+
+    A functional model is its own graph; a built `Sequential` runs an inner
+    `Functional`. A subclassed model, an unbuilt `Sequential` or a Sequential
+    whose layers could not be traced symbolically has none.
+    """
+    if isinstance(model, Functional):
+        return model
+    if isinstance(model, keras.Sequential):
+        return getattr(model, "_functional", None)
+    return None
+
+
+def graph_calls(graph: Functional) -> list[tuple[Any, Any]]:
+    """`(layer, first positional argument)` for every call in `graph`.
+
+    In execution order: deepest nodes first, as `Functional.call` runs them,
+    so every call comes after the calls its input depends on. The argument
+    is the symbolic tensor (or structure of tensors) of `graph` the layer is
+    called on. Input placeholders are left out.
+    """
+    calls = []
+    for depth in sorted(graph._nodes_by_depth, reverse=True):
+        for node in graph._nodes_by_depth[depth]:
+            if node.operation is None or node.is_input:
+                continue
+            args = node.arguments.args
+            calls.append((node.operation, args[0] if args else None))
+    return calls
+
+
+def sublayers(layer: Any) -> list[Any]:
+    """Every layer tracked inside `layer`, recursively, `layer` excluded."""
+    return layer._flatten_layers(include_self=False, recursive=True)
