@@ -1,6 +1,7 @@
 """The private Keras APIs keras_drop relies on, in one place, and why.
 
-Keras offers no public way to do two things `Cutout` needs:
+Keras offers no public way to do two things `Cutout` needs, and one that
+the model rewrites in `keras_drop.recipes` need:
 
 1. Run inside a `tf.data` pipeline under the JAX and PyTorch backends. Keras'
    own augmentation layers (`RandomErasing`, `RandomFlip`) subclass the
@@ -16,8 +17,13 @@ Keras offers no public way to do two things `Cutout` needs:
    Both are needed: JAX's train, predict and export steps run the model's
    `call` (through `stateless_call`) without opening a call context, so the
    first layer of the model becomes the entry layer.
+3. Tell a functional model from a subclassed one. Both are `keras.Model`
+   instances; only the first has a graph that `clone_model` can rewrite,
+   and `clone_model` itself tells them apart with `isinstance(model,
+   Functional)` (a `keras.Model` subclass whose `__init__` calls the
+   functional constructor becomes a `Functional` too).
 
-Both are exercised by `tests/test_keras_internals.py`, which fails if a
+All three are exercised by `tests/test_keras_internals.py`, which fails if a
 Keras release moves them.
 """
 
@@ -26,6 +32,7 @@ from __future__ import annotations
 from typing import Any
 
 from keras.src.backend.common import global_state
+from keras.src.models.functional import Functional
 
 try:
     from keras.src.layers.preprocessing.data_layer import DataLayer
@@ -34,7 +41,7 @@ except ImportError:  # Keras 3.8 - 3.10
         TFDataLayer as DataLayer,
     )
 
-__all__ = ["DataLayer", "called_on_its_own"]
+__all__ = ["DataLayer", "Functional", "called_on_its_own"]
 
 
 def called_on_its_own(layer: Any) -> bool:
