@@ -7,7 +7,7 @@ functional forms live in `keras_drop.ops`.
 
 __version__ = "0.1.0.dev0"
 
-from keras_drop import ops  # noqa: E402
+from keras_drop import ops, recipes  # noqa: E402
 from keras_drop.layers import (  # noqa: E402
     Cutout,
     DropBlock1D,
@@ -19,6 +19,7 @@ from keras_drop.layers import (  # noqa: E402
     UniformDropout,
     stochastic_depth_rates,
 )
+from keras_drop.recipes import add_dropblock, add_stochastic_depth  # noqa: E402
 
 __all__ = [
     "Cutout",
@@ -30,6 +31,9 @@ __all__ = [
     "StochasticDepth",
     "UniformDropout",
     "__version__",
+    "add_dropblock",
+    "add_stochastic_depth",
     "ops",
+    "recipes",
     "stochastic_depth_rates",
 ]
