@@ -448,50 +448,46 @@ class Subclassed(keras.Model):
         return self.dense(inputs)
 
 
-@pytest.mark.parametrize(
-    "rewrite",
-    [
+# (One test per function rather than one per case: every test pays for
+# two `clear_session` calls, slow with a ResNet-50 alive in the module.)
+
+
+def test_models_without_a_graph_are_refused():
+    subclassed = Subclassed()
+    subclassed(np.ones((1, 3), "float32"))
+    for rewrite in (
         lambda m: add_stochastic_depth(m, 0.1),
         lambda m: add_dropblock(m, 0.1, 3, where=["dense"]),
-    ],
-    ids=["add_stochastic_depth", "add_dropblock"],
-)
-def test_models_without_a_graph_are_refused(rewrite):
-    model = Subclassed()
-    model(np.ones((1, 3), "float32"))
-    with pytest.raises(ValueError, match="subclassed model.*Received: model"):
-        rewrite(model)
-    with pytest.raises(ValueError, match="unbuilt Sequential"):
-        rewrite(keras.Sequential([layers.Dense(2)]))
-    with pytest.raises(ValueError, match="expects a `keras.Model`"):
-        rewrite(layers.Dense(2))
+    ):
+        with pytest.raises(ValueError, match="subclassed model.*Received: model"):
+            rewrite(subclassed)
+        with pytest.raises(ValueError, match="unbuilt Sequential"):
+            rewrite(keras.Sequential([layers.Dense(2)]))
+        with pytest.raises(ValueError, match="expects a `keras.Model`"):
+            rewrite(layers.Dense(2))
 
 
-@pytest.mark.parametrize(
-    "kwargs, argument",
-    [
+def test_add_stochastic_depth_bad_arguments():
+    model = small_resnet()
+    for kwargs, argument in [
         ({"final_rate": 1.0}, "final_rate"),
         ({"final_rate": "0.1"}, "final_rate"),
         ({"final_rate": 0.1, "mode": "sample"}, "mode"),
         ({"final_rate": 0.1, "rescale_at": "never"}, "rescale_at"),
         ({"final_rate": 0.1, "seed": 1.5}, "seed"),
-    ],
-)
-def test_add_stochastic_depth_bad_arguments(kwargs, argument):
-    with pytest.raises(ValueError, match=f"argument `{argument}`.*Received"):
-        add_stochastic_depth(small_resnet(), **kwargs)
+    ]:
+        with pytest.raises(ValueError, match=f"argument `{argument}`.*Received"):
+            add_stochastic_depth(model, **kwargs)
 
-
-def test_add_stochastic_depth_without_residual_blocks():
     inputs = keras.Input((4,))
-    model = keras.Model(inputs, layers.Dense(2)(inputs), name="mlp")
+    mlp = keras.Model(inputs, layers.Dense(2)(inputs), name="mlp")
     with pytest.raises(ValueError, match="no residual `Add`.*'mlp'"):
-        add_stochastic_depth(model, 0.1)
+        add_stochastic_depth(mlp, 0.1)
 
 
-@pytest.mark.parametrize(
-    "kwargs, match",
-    [
+def test_add_dropblock_bad_arguments():
+    model = small_resnet()
+    for kwargs, match in [
         ({"rate": 1.2}, "argument `rate`"),
         ({"block_size": 0}, "argument `block_size`"),
         ({"block_size": (3, 3, 3)}, "argument `block_size`"),
@@ -504,12 +500,10 @@ def test_add_stochastic_depth_without_residual_blocks():
         ({"where": lambda layer: False}, "argument `where`.*selected none"),
         ({"where": ["head"]}, "rank 4.*'head'.*output"),
         ({"where": ["pool"]}, r"rank 4.*'pool'.*\(None, 8\)"),
-    ],
-)
-def test_add_dropblock_bad_arguments(kwargs, match):
-    arguments = {"rate": 0.1, "block_size": 3, "where": ["block1_c1"], **kwargs}
-    with pytest.raises(ValueError, match=match):
-        add_dropblock(small_resnet(), **arguments)
+    ]:
+        arguments = {"rate": 0.1, "block_size": 3, "where": ["block1_c1"], **kwargs}
+        with pytest.raises(ValueError, match=match):
+            add_dropblock(model, **arguments)
 
 
 def test_recipes_are_exported():
