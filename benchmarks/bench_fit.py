@@ -4,8 +4,10 @@ Each study trains variants of one residual CNN (32x32x3 inputs, batch 64,
 blocks of two 3x3 convolutions with BatchNormalization) with `fit` as users
 run it (`jit_compile="auto"`: XLA on JAX and TensorFlow, eager on torch),
 times every step with a callback that waits for the step's loss, and prints
-the median step time after the first epoch (compilation) and its ratio to
-the study's first variant, one backend per process.
+the median step time and its ratio to the study's first variant, one
+backend per process. Every variant is compiled and warmed up by one epoch
+first; then the variants alternate, one epoch each, for three rounds, so
+that drifting machine load hits them alike.
 
 Studies:
     skip       StochasticDepth (multiply by zero) vs StochasticDepthBlock
@@ -114,10 +116,12 @@ def bench_backend(study: str, blocks: int, channels: int, steps: int) -> list[di
             float(logs["loss"])  # wait for the step itself
             self.times.append(time.perf_counter() - self._start)
 
+    rounds = 3
+    per_round = max(1, -(-steps // rounds))
     rng = np.random.default_rng(0)
-    x = rng.normal(size=(64 * steps, 32, 32, 3)).astype("float32")
-    y = rng.integers(0, 10, size=(64 * steps,))
-    rows = []
+    x = rng.normal(size=(64 * per_round, 32, 32, 3)).astype("float32")
+    y = rng.integers(0, 10, size=(64 * per_round,))
+    models = {}
     for name, (block, callbacks) in variants(study, blocks, channels).items():
         keras.utils.set_random_seed(0)
         model = residual_cnn(blocks, channels, block)
@@ -125,21 +129,27 @@ def bench_backend(study: str, blocks: int, channels: int, steps: int) -> list[di
             keras.optimizers.SGD(0.01, momentum=0.9),
             keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         )
-        timer = StepTimes()
-        model.fit(
-            x,
-            y,
-            batch_size=64,
-            epochs=2,
-            verbose=0,
-            callbacks=[*callbacks(), timer],
-        )
-        median = statistics.median(timer.times[steps:])
+        models[name] = (model, callbacks, StepTimes())
+
+    def fit(name, timed):
+        model, callbacks, timer = models[name]
+        extra = [timer] if timed else []
+        model.fit(x, y, batch_size=64, verbose=0, callbacks=[*callbacks(), *extra])
+
+    for name in models:  # compile and warm up
+        fit(name, timed=False)
+    # Variants alternate in rounds, so drifting machine load hits them alike.
+    for _ in range(rounds):
+        for name in models:
+            fit(name, timed=True)
+    rows = []
+    for name, (_, _, timer) in models.items():
         rows.append(
             {
                 "backend": keras.backend.backend(),
                 "variant": name,
-                "step_ms": 1e3 * median,
+                "step_ms": 1e3 * statistics.median(timer.times),
+                "steps": len(timer.times),
             }
         )
         print(f"{rows[-1]}", file=sys.stderr, flush=True)
@@ -171,7 +181,7 @@ def main() -> None:
     print(
         f"{time.strftime('%Y-%m-%d')}, {machine()}; {args.blocks} blocks of two "
         f"{args.channels}-channel convs, 32x32x3, batch 64; median of "
-        f"{args.steps} steps after a warm-up epoch\n"
+        f"{args.steps} or more steps per variant after a warm-up epoch\n"
     )
     print("| backend | variant | step ms | ratio |\n|---|---|---:|---:|")
     for r in rows:

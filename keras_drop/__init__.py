@@ -9,7 +9,7 @@ BatchNormalization does to its moving statistics.
 
 __version__ = "0.1.0.dev0"
 
-from keras_drop import ops  # noqa: E402
+from keras_drop import ops, recipes  # noqa: E402
 from keras_drop.batchnorm import recalibrate_batchnorm, variance_shift  # noqa: E402
 from keras_drop.callbacks import DropRateScheduler  # noqa: E402
 from keras_drop.layers import (  # noqa: E402
@@ -24,6 +24,7 @@ from keras_drop.layers import (  # noqa: E402
     UniformDropout,
     stochastic_depth_rates,
 )
+from keras_drop.recipes import add_dropblock, add_stochastic_depth  # noqa: E402
 
 __all__ = [
     "Cutout",
@@ -37,8 +38,11 @@ __all__ = [
     "StochasticDepthBlock",
     "UniformDropout",
     "__version__",
+    "add_dropblock",
+    "add_stochastic_depth",
     "ops",
     "recalibrate_batchnorm",
+    "recipes",
     "stochastic_depth_rates",
     "variance_shift",
 ]

@@ -1,6 +1,6 @@
 """The private Keras APIs of keras_drop.layers._keras_internals still behave
-as Cutout and the BatchNorm tools rely on: this file fails first if a Keras
-release moves them."""
+as Cutout, the model rewrites and the BatchNorm tools rely on: this file
+fails first if a Keras release moves them."""
 
 import keras
 import numpy as np
@@ -9,6 +9,7 @@ from keras import ops
 
 from keras_drop.layers._keras_internals import (
     DataLayer,
+    Functional,
     called_on_its_own,
     functional_graph,
     graph_calls,
@@ -128,3 +129,37 @@ def test_graph_walk_finds_every_call_and_its_input_nested_models_included():
 
     assert functional_graph(Subclassed()) is None
     assert functional_graph(keras.Sequential([keras.layers.Dense(2)])) is None
+
+
+def test_functional_is_the_class_of_models_with_a_graph():
+    inputs = keras.Input((2,))
+    outputs = keras.layers.Dense(1)(inputs)
+    functional = keras.Model(inputs, outputs)
+
+    class FunctionalSubclass(keras.Model):
+        def __init__(self, **kwargs):
+            x = keras.Input((2,))
+            super().__init__(x, keras.layers.Dense(1)(x), **kwargs)
+
+    class Subclassed(keras.Model):
+        def call(self, inputs):
+            return inputs
+
+    sequential = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    assert isinstance(functional, Functional)
+    assert isinstance(FunctionalSubclass(), Functional)
+    assert not isinstance(Subclassed(), Functional)
+    assert not isinstance(sequential, Functional)
+    assert issubclass(Functional, keras.Model)
+    # What the recipes rely on: clone_model rebuilds a Functional through
+    # `call_function`, one call per layer call of the graph.
+    called = []
+
+    def call_function(layer, *args, **kwargs):
+        called.append(layer.name)
+        return layer(*args, **kwargs)
+
+    keras.models.clone_model(
+        functional, clone_function=lambda layer: layer, call_function=call_function
+    )
+    assert called == [functional.layers[1].name]

@@ -1,10 +1,8 @@
 """The private Keras APIs keras_drop relies on, in one place, and why.
 
 Keras offers no public way to do some things keras_drop needs: two for
-`Cutout`, two for `recalibrate_batchnorm` and `variance_shift`, one for
-`DropRateScheduler`.
-
-`Cutout`:
+`Cutout`, one for the model rewrites in `keras_drop.recipes`, and the graph
+walks of `recalibrate_batchnorm`, `variance_shift` and `DropRateScheduler`.
 
 1. Run inside a `tf.data` pipeline under the JAX and PyTorch backends. Keras'
    own augmentation layers (`RandomErasing`, `RandomFlip`) subclass the
@@ -20,8 +18,13 @@ Keras offers no public way to do some things keras_drop needs: two for
    Both are needed: JAX's train, predict and export steps run the model's
    `call` (through `stateless_call`) without opening a call context, so the
    first layer of the model becomes the entry layer.
+3. Tell a functional model from a subclassed one. Both are `keras.Model`
+   instances; only the first has a graph that `clone_model` can rewrite,
+   and `clone_model` itself tells them apart with `isinstance(model,
+   Functional)` (a `keras.Model` subclass whose `__init__` calls the
+   functional constructor becomes a `Functional` too).
 
-3. Walk the graph of a functional or Sequential model to find where each
+4. Walk the graph of a functional or Sequential model to find where each
    `BatchNormalization` is called and on which symbolic tensor, nested
    models included. `Model.layers` lists a graph's layers but not the
    tensors they are called on, and `layer.input` is ambiguous for a layer
@@ -29,11 +32,9 @@ Keras offers no public way to do some things keras_drop needs: two for
    its first call in the enclosing graph, not its own input). A `Functional`
    keeps its nodes by depth (`_nodes_by_depth`), which is what its own
    `call` walks; a built `Sequential` runs an inner `Functional`
-   (`_functional`); `Layer._flatten_layers` lists every sublayer, so a
-   BatchNormalization hidden inside a subclassed layer can be reported
-   instead of silently left out.
+   (`_functional`).
 
-4. List every layer of a model, however deeply nested (functional and
+5. List every layer of a model, however deeply nested (functional and
    Sequential submodels, layers held by subclassed models and layers):
    `Model.layers` lists only the top level. `Layer._flatten_layers` is the
    walk Keras itself uses for `Model.variables` (`sublayers`), used by
@@ -61,6 +62,7 @@ except ImportError:  # Keras 3.8 - 3.10
 
 __all__ = [
     "DataLayer",
+    "Functional",
     "called_on_its_own",
     "functional_graph",
     "graph_calls",

@@ -1,0 +1,607 @@
+"""The papers' recipes applied to models users already have.
+
+`add_stochastic_depth` and `add_dropblock` rebuild a functional (or
+Sequential) model with `keras.models.clone_model`, replacing or adding layer
+calls as the graph is rebuilt, and return a new functional model. Nested
+functional and Sequential models are rebuilt the same way, so their layers
+are rewritten too.
+
+The returned model holds copies of the original layers (each rebuilt from
+its config) with the original weights copied into them; the original model
+is left untouched. Copies rather than the same layer objects, because a
+layer shared by two models belongs to two graphs: training one model would
+change the other, and `new_model.get_layer(name).output`, which a feature
+extractor is built from, would still be the tensor of the original graph.
+Like `clone_model` and `.keras` saving, this needs every layer to
+round-trip through `get_config()`.
+
+Which input of an `Add` is the shortcut is read from the structure of the
+graph, never from argument order or layer names: the shortcut is the input
+that is an ancestor of the other (an identity shortcut), or else the input
+with the shorter path from their nearest common ancestor (a projection
+shortcut, a 1x1 convolution and a batch norm against the residual branch's
+stack). A nested model counts as many steps as its longest path.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import keras
+
+from keras_drop import _validation
+from keras_drop.layers import DropBlock2D, StochasticDepth, stochastic_depth_rates
+from keras_drop.layers._keras_internals import Functional
+
+__all__ = ["add_dropblock", "add_stochastic_depth", "resnet50_groups_3_4"]
+
+
+class _Dataflow:
+    """The dataflow of one functional graph, recorded while it is rebuilt.
+
+    For every tensor the rebuilt graph produces: the tensors its call
+    consumed, the call's length (1 for a layer, the longest path through a
+    rewritten nested model) and its position in call order. `clone_model`
+    calls the layers of a graph in topological order, so positions order
+    every tensor after the tensors it is computed from.
+
+    Layers inserted by a rewrite are not recorded: a call and the layers
+    inserted around it are one step, so the structure seen is the original
+    model's.
+    """
+
+    def __init__(self):
+        self._tensors: list[Any] = []  # keeps every id() below valid
+        self._position: dict[int, int] = {}
+        self._parents: dict[int, tuple[int, ...]] = {}
+        self._length: dict[int, int] = {}
+
+    def _see(self, tensor: Any) -> None:
+        if id(tensor) not in self._position:
+            self._position[id(tensor)] = len(self._tensors)
+            self._tensors.append(tensor)
+
+    def record(self, inputs: Sequence[Any], outputs: Sequence[Any], length: int):
+        inputs = [t for t in inputs if isinstance(t, keras.KerasTensor)]
+        parents = tuple(id(t) for t in inputs)
+        for tensor in inputs:
+            self._see(tensor)
+        for tensor in outputs:
+            # A layer may hand an input back unchanged: it is not a new node.
+            if not isinstance(tensor, keras.KerasTensor) or id(tensor) in parents:
+                continue
+            if id(tensor) in self._parents:
+                continue
+            self._see(tensor)
+            self._parents[id(tensor)] = parents
+            self._length[id(tensor)] = length
+
+    def _ancestors(self, tensor: Any) -> set[int]:
+        """The ids of `tensor` and of every tensor it is computed from."""
+        found, stack = {id(tensor)}, [id(tensor)]
+        while stack:
+            for parent in self._parents.get(stack.pop(), ()):
+                if parent not in found:
+                    found.add(parent)
+                    stack.append(parent)
+        return found
+
+    def _longest_paths(self, source: int, within: set[int]) -> dict[int, int]:
+        """Longest path length from `source` to each tensor of `within`
+        (an ancestor set) that `source` reaches."""
+        length = {source: 0}
+        for node in sorted(within, key=self._position.__getitem__):
+            reached = [length[p] for p in self._parents.get(node, ()) if p in length]
+            if node != source and reached:
+                length[node] = self._length[node] + max(reached)
+        return length
+
+    def depth(self) -> int:
+        """The longest path through the recorded graph."""
+        length: dict[int, int] = {}
+        for node in sorted(self._position, key=self._position.__getitem__):
+            parents = self._parents.get(node)
+            length[node] = (
+                self._length[node] + max((length[p] for p in parents), default=0)
+                if parents is not None
+                else 0
+            )
+        return max(length.values(), default=0)
+
+    def shortcut_and_residual(self, first: Any, second: Any) -> list[Any] | None:
+        """`[shortcut, residual]` for the two inputs of an addition, or None
+        when the addition does not merge a residual branch into a shortcut:
+        the same tensor twice, shapes that differ (a broadcast), inputs with
+        no common ancestor, or two paths of equal length (nothing tells
+        which is the shortcut)."""
+        if first is second or tuple(first.shape) != tuple(second.shape):
+            return None
+        first_ancestors = self._ancestors(first)
+        second_ancestors = self._ancestors(second)
+        if id(first) in second_ancestors:
+            return [first, second]
+        if id(second) in first_ancestors:
+            return [second, first]
+        common = first_ancestors & second_ancestors
+        if not common:
+            return None
+        source = max(common, key=self._position.__getitem__)
+        first_length = self._longest_paths(source, first_ancestors)[id(first)]
+        second_length = self._longest_paths(source, second_ancestors)[id(second)]
+        if first_length == second_length:
+            return None
+        if first_length < second_length:
+            return [first, second]
+        return [second, first]
+
+
+class _Rewriter:
+    """Copies a functional or Sequential model, nested models included,
+    through `clone_model`; subclasses change layer calls in `call_layer`."""
+
+    def __init__(self, model: keras.Model):
+        self._copies: dict[int, Any] = {}  # id(original layer) -> its copy
+        self._originals: dict[int, Any] = {}  # id(copy) -> original layer
+        self._weight_pairs: list[tuple[Any, Any]] = []
+        self._lengths: dict[int, int] = {}  # id(rewritten model) -> depth
+        # Inserted layers get names no layer of any level has: Keras refuses
+        # a model with two operations of one name.
+        self._names = {layer.name for layer in _all_layers(model)}
+
+    def rewrite(self, model: keras.Model) -> keras.Model:
+        new_model = self._rewrite(model)
+        for original, copy in self._weight_pairs:
+            copy.set_weights(original.get_weights())
+        return new_model
+
+    def call_layer(
+        self, layer: Any, original: Any, args: tuple, kwargs: dict, flow: _Dataflow
+    ) -> Any:
+        """Call `layer` (the copy of `original`) on `args` in the new graph."""
+        return layer(*args, **kwargs)
+
+    def fresh_name(self, base: str) -> str:
+        name, count = base, 1
+        while name in self._names:
+            name, count = f"{base}_{count}", count + 1
+        self._names.add(name)
+        return name
+
+    def _rewrite(self, model: keras.Model) -> keras.Model:
+        flow = _Dataflow()
+
+        def call_function(layer, *args, **kwargs):
+            original = self._originals.get(id(layer), layer)
+            outputs = self.call_layer(layer, original, args, kwargs, flow)
+            flow.record(
+                keras.tree.flatten((args, kwargs)),
+                keras.tree.flatten(outputs),
+                self._lengths.get(id(layer), 1),
+            )
+            return outputs
+
+        new_model = keras.models.clone_model(
+            _as_functional(model),
+            clone_function=self._copy,
+            call_function=call_function,
+        )
+        self._lengths[id(new_model)] = max(flow.depth(), 1)
+        if not model.trainable:
+            new_model.trainable = False
+        return new_model
+
+    def _copy(self, layer: Any) -> Any:
+        # One copy per layer, whichever level it appears at, so that a layer
+        # shared within the model stays shared in the new one.
+        if id(layer) in self._copies:
+            return self._copies[id(layer)]
+        if isinstance(layer, (Functional, keras.Sequential)):
+            copy = self._rewrite(layer)
+        elif isinstance(layer, keras.layers.Layer):
+            try:
+                copy = layer.__class__.from_config(layer.get_config())
+            except Exception as error:
+                raise ValueError(
+                    f"Could not copy layer '{layer.name}' of type "
+                    f"{type(layer).__name__} from its config: the rewrite "
+                    "rebuilds every layer with `from_config(get_config())`, "
+                    "as `keras.models.clone_model` does. Give the layer a "
+                    f"`get_config()` that covers its arguments. ({error})"
+                ) from error
+            self._weight_pairs.append((layer, copy))
+        else:
+            copy = layer  # a stateless operation, such as `keras.ops.add`
+        self._copies[id(layer)] = copy
+        self._originals[id(copy)] = layer
+        return copy
+
+
+def _all_layers(model: keras.Model) -> list[Any]:
+    """Every layer of `model` and of the models nested in it, inputs aside."""
+    layers = []
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.InputLayer):
+            continue
+        layers.append(layer)
+        if isinstance(layer, keras.Model):
+            layers.extend(_all_layers(layer))
+    return layers
+
+
+def _as_functional(model: keras.Model) -> keras.Model:
+    if isinstance(model, keras.Sequential):
+        # A built Sequential model holds a functional graph of its layers;
+        # `clone_model` accepts a `call_function` for functional models only.
+        return keras.Model(model.inputs, model.outputs, name=model.name)
+    return model
+
+
+def _check_model(model: Any, function: str) -> None:
+    if not isinstance(model, keras.Model):
+        raise ValueError(
+            f"`{function}` expects a `keras.Model`. Received: "
+            f"model={model!r} of type {type(model).__name__}"
+        )
+    if isinstance(model, keras.Sequential):
+        if not model.built:
+            raise ValueError(
+                f"`{function}` needs a built Sequential model, one that starts "
+                "with `keras.Input(shape)`. Received: the unbuilt Sequential "
+                f"model '{model.name}'"
+            )
+        return
+    if not isinstance(model, Functional):
+        raise ValueError(
+            f"`{function}` rewrites the layer graph of a functional or "
+            "Sequential model, and a subclassed model has no such graph: its "
+            "`call` is Python code that Keras cannot see into. Build the model "
+            "with the functional API, or use keras_drop layers in its `call`. "
+            f"Received: model '{model.name}' of type {type(model).__name__}"
+        )
+
+
+def _two_addends(layer: Any, args: tuple, kwargs: dict) -> list[Any] | None:
+    """The two inputs of an `Add` layer called on a list of two tensors."""
+    if not isinstance(layer, keras.layers.Add):
+        return None
+    if len(args) != 1 or any(value is not None for value in kwargs.values()):
+        return None
+    inputs = args[0]
+    if not isinstance(inputs, (list, tuple)) or len(inputs) != 2:
+        return None
+    if not all(isinstance(t, keras.KerasTensor) for t in inputs):
+        return None
+    return list(inputs)
+
+
+def _dtype_next_to(layer: Any) -> Any:
+    """The dtype policy of a layer inserted next to `layer`: the same compute
+    dtype, so that the new model computes what the original did."""
+    policy = layer.dtype_policy
+    if type(policy) is keras.dtype_policies.DTypePolicy:
+        return policy
+    # A quantized policy describes weights, which inserted layers lack.
+    return layer.compute_dtype
+
+
+class _StochasticDepthRewriter(_Rewriter):
+    def __init__(self, model, *, mode: str, rescale_at: str, seed: int | None):
+        super().__init__(model)
+        self.mode = mode
+        self.rescale_at = rescale_at
+        self.seed = seed
+        self.inserted: list[StochasticDepth] = []
+
+    def call_layer(self, layer, original, args, kwargs, flow):
+        addends = _two_addends(layer, args, kwargs)
+        pair = None if addends is None else flow.shortcut_and_residual(*addends)
+        if pair is None:
+            return layer(*args, **kwargs)
+        seed = None if self.seed is None else self.seed + len(self.inserted)
+        # The rate is set once every block is known: it depends on the count.
+        block = StochasticDepth(
+            0.0,
+            mode=self.mode,
+            rescale_at=self.rescale_at,
+            seed=seed,
+            name=self.fresh_name(f"{original.name}_stochastic_depth"),
+            dtype=_dtype_next_to(original),
+        )
+        self.inserted.append(block)
+        return block(pair)
+
+
+class _DropBlockRewriter(_Rewriter):
+    def __init__(
+        self,
+        model,
+        *,
+        select: Callable[[Any], bool],
+        seed: int | None,
+        **dropblock_kwargs,
+    ):
+        super().__init__(model)
+        self.select = select
+        self.seed = seed
+        self.dropblock_kwargs = dropblock_kwargs
+        self.inserted: list[DropBlock2D] = []
+
+    def call_layer(self, layer, original, args, kwargs, flow):
+        if not isinstance(original, keras.layers.Layer) or not self.select(original):
+            return layer(*args, **kwargs)
+        addends = _two_addends(layer, args, kwargs)
+        pair = None if addends is None else flow.shortcut_and_residual(*addends)
+        if pair is not None:
+            shortcut = pair[0]
+            dropped = self._drop(original, shortcut, "shortcut", "shortcut input")
+            return layer([dropped if t is shortcut else t for t in addends])
+        outputs = layer(*args, **kwargs)
+        return self._drop(original, outputs, "", "output")
+
+    def _drop(self, original, tensor, infix: str, what: str):
+        if not isinstance(tensor, keras.KerasTensor) or len(tensor.shape) != 4:
+            shape = tensor.shape if isinstance(tensor, keras.KerasTensor) else tensor
+            raise ValueError(
+                "`add_dropblock` inserts `DropBlock2D`, which needs a rank 4 "
+                f"feature map, but `where` selected layer '{original.name}', "
+                f"whose {what} is: {shape}"
+            )
+        seed = None if self.seed is None else self.seed + len(self.inserted)
+        suffix = f"_{infix}_dropblock" if infix else "_dropblock"
+        layer = DropBlock2D(
+            seed=seed,
+            name=self.fresh_name(f"{original.name}{suffix}"),
+            dtype=_dtype_next_to(original),
+            **self.dropblock_kwargs,
+        )
+        self.inserted.append(layer)
+        return layer(tensor)
+
+
+def add_stochastic_depth(
+    model: keras.Model,
+    final_rate: float,
+    *,
+    mode: str = "batch",
+    rescale_at: str = "training",
+    seed: int | None = None,
+) -> keras.Model:
+    """Returns `model` with Stochastic Depth on every residual block.
+
+    Every two-input `keras.layers.Add` that merges a residual branch into its
+    shortcut becomes a `StochasticDepth` layer called on
+    `[shortcut, residual]`, which skips the branch with its block's rate
+    during training. Rates follow the paper's linear decay rule in depth
+    order: block l of L (in topological order of the graph, nested models
+    included) gets `stochastic_depth_rates(L, final_rate)[l - 1]`, so the
+    first blocks are almost always kept and the last is dropped with
+    probability `final_rate`.
+
+    The shortcut is told from the residual by the structure of the graph:
+    it is the input that is an ancestor of the other (an identity
+    shortcut), or else the one with the shorter path from their nearest
+    common ancestor (a projection shortcut). Argument order and layer names
+    play no part. An `Add` is left as it is when it has more than two
+    inputs, when its inputs have different shapes or no common ancestor, or
+    when both paths have the same length. Any other two-input `Add` whose
+    inputs share an ancestor is read as a residual merge, the top-down
+    additions of a feature pyramid included: rewrite the backbone, not the
+    detector. Additions written as `x + y` or `keras.ops.add` are
+    operations, not `Add` layers, and are left alone.
+
+    With the default `rescale_at="training"` (timm, torchvision), kept
+    branches are scaled by 1 / (1 - rate) during training and the model adds
+    plainly at inference, so the returned model's inference output is the
+    original's, bit for bit: fine-tuning a pretrained model starts from its
+    accuracy. `rescale_at="inference"` (the paper) scales the branch by
+    (1 - rate) at inference instead, which changes a trained model's output.
+
+    The returned model holds copies of the original layers with the
+    original weights (the original model is left untouched); nested
+    functional and Sequential models are rewritten too and come back as
+    functional models, and a subclass of the functional `keras.Model` comes
+    back as a plain one, as from `keras.models.clone_model`.
+
+    Args:
+        model: a functional or built Sequential `keras.Model`.
+        final_rate: float in [0, 1), the drop rate of the last block.
+        mode: `"batch"` (default, the paper: one draw per batch) or `"row"`
+            (one draw per sample, timm's drop path), see `StochasticDepth`.
+        rescale_at: `"training"` (default) or `"inference"`, see above.
+        seed: int or `None`. With an int, block l (counted from 0 in depth
+            order) gets seed `seed + l`, so that blocks draw independent
+            masks and the same call gives the same masks.
+
+    Returns:
+        A new functional `keras.Model`, compiled as `model` was if it was.
+
+    Raises:
+        ValueError: for a bad argument, a subclassed or unbuilt model, or a
+            model with no residual `Add`.
+
+    Example:
+
+    >>> base = keras.applications.ResNet50(weights="imagenet")
+    >>> model = keras_drop.add_stochastic_depth(base, 0.2, seed=0)
+    >>> len([l for l in model.layers if isinstance(l, keras_drop.StochasticDepth)])
+    16
+
+    Reference:
+        - [Huang et al., 2016](https://arxiv.org/abs/1603.09382)
+    """
+    final_rate = _validation.validate_rate(final_rate, "final_rate")
+    mode = _validation.validate_choice(mode, ("batch", "row"), "mode")
+    rescale_at = _validation.validate_choice(
+        rescale_at, ("training", "inference"), "rescale_at"
+    )
+    seed = _validation.validate_seed(seed)
+    _check_model(model, "add_stochastic_depth")
+    rewriter = _StochasticDepthRewriter(
+        model, mode=mode, rescale_at=rescale_at, seed=seed
+    )
+    new_model = rewriter.rewrite(model)
+    blocks = rewriter.inserted
+    if not blocks:
+        raise ValueError(
+            "`add_stochastic_depth` found no residual `Add` layer in model "
+            f"'{model.name}': no two-input `keras.layers.Add` whose shortcut "
+            "could be told from its residual branch (see the docstring)."
+        )
+    for block, rate in zip(
+        blocks, stochastic_depth_rates(len(blocks), final_rate), strict=True
+    ):
+        block.rate = rate
+    return new_model
+
+
+_RESNET_GROUPS_3_4 = re.compile(r"conv[45]_block\d+_(1_relu|2_relu|3_bn|add)")
+
+
+def resnet50_groups_3_4(layer: keras.layers.Layer) -> bool:
+    """The DropBlock paper's ResNet-50 placement, as a `where` predicate.
+
+    The paper's best ResNet-50 result applies DropBlock in groups 3 and 4
+    (Keras' `conv4_*` and `conv5_*` stages) after every convolution's batch
+    norm (and ReLU) of each bottleneck branch and on each skip connection,
+    as the reference TPU implementation does. In `keras.applications`
+    naming, this selects `conv4_blockN_1_relu`, `_2_relu`, `_3_bn` and
+    `_add`; for a selected residual `Add`, `add_dropblock` drops the
+    shortcut input, the skip connection. That is four DropBlock layers per
+    block, 36 in ResNet-50. The names are the same in `ResNet101` and
+    `ResNet152`, so the predicate serves them too.
+
+    Args:
+        layer: a layer of the model.
+
+    Returns:
+        Whether DropBlock goes after `layer` (or on its skip connection).
+
+    Example:
+
+    >>> base = keras.applications.ResNet50(weights="imagenet")
+    >>> model = keras_drop.add_dropblock(
+    ...     base, 0.1, 7, where=keras_drop.recipes.resnet50_groups_3_4, seed=0
+    ... )
+
+    Reference:
+        - [Ghiasi et al., 2018](https://arxiv.org/abs/1810.12890), sec. 4.1.
+    """
+    return _RESNET_GROUPS_3_4.fullmatch(layer.name) is not None
+
+
+def _selector(where: Any, model: keras.Model) -> Callable[[Any], bool]:
+    expected = (
+        "a callable `where(layer) -> bool` or a list of layer names, such as "
+        "`keras_drop.recipes.resnet50_groups_3_4` or `['conv4_block1_out']`"
+    )
+    if callable(where):
+        return where
+    if (
+        isinstance(where, Sequence)
+        and not isinstance(where, str)
+        and all(isinstance(name, str) for name in where)
+    ):
+        names = set(where)
+        unknown = sorted(names - {layer.name for layer in _all_layers(model)})
+        if unknown:
+            raise _validation.invalid_value(
+                "where",
+                f"names of layers of model '{model.name}' (input layers "
+                f"excluded); these name no layer: {unknown}",
+                where,
+            )
+        return lambda layer: layer.name in names
+    raise _validation.invalid_value("where", expected, where)
+
+
+def add_dropblock(
+    model: keras.Model,
+    rate: float,
+    block_size: int | tuple[int, int],
+    *,
+    where: Callable[[keras.layers.Layer], bool] | Sequence[str],
+    shared_channels: bool = False,
+    seed: int | None = None,
+) -> keras.Model:
+    """Returns `model` with `DropBlock2D` after the layers `where` selects.
+
+    `where` is a predicate called on every layer of the model (nested
+    functional and Sequential models included, their layers too), or a list
+    of layer names. A `DropBlock2D(rate, block_size)` is inserted on the
+    output of each selected layer, which must be a rank 4 feature map in
+    `keras.config.image_data_format()`. A selected `Add` that merges a
+    residual branch into its shortcut gets the DropBlock on its shortcut
+    input instead, the skip connection, where the paper puts it (the
+    shortcut is told from the residual by the structure of the graph, as in
+    `add_stochastic_depth`); select the layer after the `Add` to drop the
+    block's output.
+
+    `keras_drop.recipes.resnet50_groups_3_4` is the paper's ResNet-50
+    placement (groups 3 and 4, after convolutions and on skip connections)
+    for `keras.applications.ResNet50`. The paper uses `block_size=7` at
+    224 x 224 and a keep probability ramped from 1 to 0.9 during training
+    (`rate` 0.1).
+
+    DropBlock is the identity at inference, so the returned model's
+    inference output is the original's, bit for bit. It holds copies of the
+    original layers with the original weights (the original model is left
+    untouched), as `add_stochastic_depth` does.
+
+    Args:
+        model: a functional or built Sequential `keras.Model`.
+        rate: float in [0, 1), the fraction of units each layer drops.
+        block_size: int or a tuple of 2 ints, the side of a dropped block;
+            a block larger than a feature map is clipped to it.
+        where: a callable `where(layer) -> bool`, called with the original
+            model's layers, or a list of layer names.
+        shared_channels: if `True`, one mask per sample shared by all
+            channels; see `DropBlock2D`.
+        seed: int or `None`. With an int, the inserted layers get seeds
+            `seed`, `seed + 1`, ... in depth order, so that no two draw the
+            same masks.
+
+    Returns:
+        A new functional `keras.Model`, compiled as `model` was if it was.
+
+    Raises:
+        ValueError: for a bad argument, names in `where` that name no layer,
+            a `where` that selects nothing, a selected layer whose output is
+            not rank 4, or a subclassed or unbuilt model.
+
+    Example:
+
+    >>> base = keras.applications.ResNet50(weights="imagenet")
+    >>> model = keras_drop.add_dropblock(
+    ...     base, 0.1, 7, where=keras_drop.recipes.resnet50_groups_3_4, seed=0
+    ... )
+    >>> len([l for l in model.layers if isinstance(l, keras_drop.DropBlock2D)])
+    36
+
+    Reference:
+        - [Ghiasi et al., 2018](https://arxiv.org/abs/1810.12890), sec. 4.1.
+    """
+    rate = _validation.validate_rate(rate)
+    block_size = _validation.validate_int_tuple(block_size, 2, "block_size")
+    shared_channels = _validation.validate_bool(shared_channels, "shared_channels")
+    seed = _validation.validate_seed(seed)
+    _check_model(model, "add_dropblock")
+    select = _selector(where, model)
+    rewriter = _DropBlockRewriter(
+        model,
+        select=select,
+        rate=rate,
+        block_size=block_size,
+        shared_channels=shared_channels,
+        seed=seed,
+    )
+    new_model = rewriter.rewrite(model)
+    if not rewriter.inserted:
+        raise _validation.invalid_value(
+            "where",
+            f"a selection of at least one layer of model '{model.name}' "
+            "(input layers cannot be selected); it selected none",
+            where,
+        )
+    return new_model
