@@ -133,12 +133,41 @@ def standardize_data_format(value: Any) -> str:
     )
 
 
+# The seeds every backend accepts: a `keras.random.SeedGenerator` keeps its
+# seed in a uint32 (JAX) or int32 (PyTorch) state variable, so a negative seed
+# fails on JAX and one of 2**31 or more on PyTorch, at the first draw.
+MAX_SEED = 2**31 - 1
+
+
 def validate_seed(value: Any) -> int | None:
-    """A layer's seed: an int or None (a generator is built from it)."""
+    """A layer's seed: an int in [0, 2**31 - 1] or None (a generator is
+    built from it)."""
     if value is None:
         return None
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool):
-        raise invalid_value("seed", "an integer or None", value)
+    if (
+        not isinstance(value, numbers.Integral)
+        or isinstance(value, bool)
+        or not 0 <= value <= MAX_SEED
+    ):
+        raise invalid_value("seed", f"an integer in [0, {MAX_SEED}] or None", value)
+    return int(value)
+
+
+def validate_op_seed(value: Any) -> Any:
+    """A functional form's seed: an int in [0, 2**31 - 1], a
+    `keras.random.SeedGenerator` or None."""
+    if value is None or isinstance(value, keras.random.SeedGenerator):
+        return value
+    if (
+        not isinstance(value, numbers.Integral)
+        or isinstance(value, bool)
+        or not 0 <= value <= MAX_SEED
+    ):
+        raise invalid_value(
+            "seed",
+            f"an integer in [0, {MAX_SEED}], a `keras.random.SeedGenerator` or None",
+            value,
+        )
     return int(value)
 
 

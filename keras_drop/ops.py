@@ -268,7 +268,7 @@ def drop_block(
             zeros.
         data_format: `"channels_last"`, `"channels_first"` or `None` (the
             Keras default).
-        seed: int, `keras.random.SeedGenerator` or `None`.
+        seed: int in [0, 2**31 - 1], `keras.random.SeedGenerator` or `None`.
 
     Returns:
         A tensor of the input's shape and dtype.
@@ -287,6 +287,7 @@ def drop_block(
     spatial_rank = rank - 2
     block = _validation.validate_int_tuple(block_size, spatial_rank, "block_size")
     _validate_rate_argument(rate)
+    seed = _validation.validate_op_seed(seed)
 
     shape = list(ops.shape(inputs))
     if data_format == "channels_last":
@@ -357,7 +358,7 @@ def drop_path(
         rate: probability that a sample is dropped, in [0, 1); a Python
             float or a scalar tensor.
         scale_by_keep: scale kept samples by 1 / (1 - rate).
-        seed: int, `keras.random.SeedGenerator` or `None`.
+        seed: int in [0, 2**31 - 1], `keras.random.SeedGenerator` or `None`.
 
     Returns:
         A tensor of the input's shape and dtype.
@@ -371,6 +372,7 @@ def drop_path(
     _validation.check_min_rank(inputs.shape, 2, "drop_path")
     _validate_rate_argument(rate)
     _validation.validate_bool(scale_by_keep, "scale_by_keep")
+    seed = _validation.validate_op_seed(seed)
     shape = (ops.shape(inputs)[0],) + (1,) * (rank - 1)
     multiplier = _keep_multiplier(shape, rate, scale_by_keep, seed)
     return inputs * ops.cast(multiplier, inputs.dtype)
@@ -388,7 +390,7 @@ def drop_connect(kernel: Any, rate: Any, *, seed: Any = None) -> Any:
         kernel: a float tensor, typically a layer's kernel.
         rate: probability that an entry is dropped, in [0, 1); a Python
             float or a scalar tensor.
-        seed: int, `keras.random.SeedGenerator` or `None`.
+        seed: int in [0, 2**31 - 1], `keras.random.SeedGenerator` or `None`.
 
     Returns:
         A tensor of the kernel's shape and dtype.
@@ -398,6 +400,7 @@ def drop_connect(kernel: Any, rate: Any, *, seed: Any = None) -> Any:
     """
     kernel = ops.convert_to_tensor(kernel)
     _validate_rate_argument(rate)
+    seed = _validation.validate_op_seed(seed)
     multiplier = _keep_multiplier(ops.shape(kernel), rate, True, seed)
     return kernel * ops.cast(multiplier, kernel.dtype)
 
@@ -427,7 +430,7 @@ def stochastic_depth(
             float or a scalar tensor.
         mode: `"batch"` or `"row"`.
         scale_by_keep: scale kept residuals by 1 / (1 - rate).
-        seed: int, `keras.random.SeedGenerator` or `None`.
+        seed: int in [0, 2**31 - 1], `keras.random.SeedGenerator` or `None`.
 
     Returns:
         A tensor of the inputs' shape and dtype.
@@ -441,6 +444,7 @@ def stochastic_depth(
     _validate_rate_argument(rate)
     _validation.validate_choice(mode, ("batch", "row"), "mode")
     _validation.validate_bool(scale_by_keep, "scale_by_keep")
+    seed = _validation.validate_op_seed(seed)
     rank = len(residual.shape)
     if mode == "batch":
         shape: tuple = ()
@@ -460,7 +464,7 @@ def uniform_dropout(inputs: Any, beta: Any, *, seed: Any = None) -> Any:
     Args:
         inputs: a float tensor.
         beta: the noise half-width, >= 0; a Python float or a scalar tensor.
-        seed: int, `keras.random.SeedGenerator` or `None`.
+        seed: int in [0, 2**31 - 1], `keras.random.SeedGenerator` or `None`.
 
     Returns:
         A tensor of the input's shape and dtype.
@@ -471,6 +475,7 @@ def uniform_dropout(inputs: Any, beta: Any, *, seed: Any = None) -> Any:
     inputs = ops.convert_to_tensor(inputs)
     if isinstance(beta, (int, float)):
         _validation.validate_non_negative(beta, "beta")
+    seed = _validation.validate_op_seed(seed)
     noise = keras.random.uniform(
         ops.shape(inputs), minval=-1.0, maxval=1.0, dtype="float32", seed=seed
     )
@@ -516,7 +521,7 @@ def cutout(
         fill_value: the value written into the patches.
         data_format: `"channels_last"`, `"channels_first"` or `None` (the
             Keras default).
-        seed: int, `keras.random.SeedGenerator` or `None`.
+        seed: int in [0, 2**31 - 1], `keras.random.SeedGenerator` or `None`.
 
     Returns:
         A tensor of the input's shape and dtype.
@@ -528,6 +533,7 @@ def cutout(
     n_holes = _validation.validate_positive_int(n_holes, "n_holes")
     fill_value = _validation.validate_finite(fill_value, "fill_value")
     data_format = _validation.standardize_data_format(data_format)
+    seed = _validation.validate_op_seed(seed)
     inputs = ops.convert_to_tensor(inputs)
     _validation.check_image_rank(inputs.shape, "cutout", data_format)
     return _cutout(inputs, length, n_holes, fill_value, data_format, seed, _KERAS_OPS)

@@ -27,7 +27,8 @@ class DropConnectDense(RateProperty, ScheduledStrength, keras.layers.Dense):
         units: positive int, the output dimension.
         rate: float in [0, 1), the probability that a kernel entry is
             dropped.
-        seed: int or `None`, the seed of the layer's random generator.
+        seed: int in [0, 2**31 - 1] or `None`, the seed of the layer's
+            random generator.
         **kwargs: every other `keras.layers.Dense` argument (`activation`,
             `use_bias`, initializers, regularizers, constraints, `name`,
             `dtype`, ...).

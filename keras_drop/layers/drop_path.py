@@ -32,7 +32,8 @@ class DropPath(RateLayer):
         rate: float in [0, 1), the probability that a sample is dropped.
         scale_by_keep: if `True` (default), kept samples are scaled by
             1 / (1 - rate).
-        seed: int or `None`, the seed of the layer's random generator.
+        seed: int in [0, 2**31 - 1] or `None`, the seed of the layer's
+            random generator.
         **kwargs: base layer keyword arguments, such as `name` and `dtype`.
 
     Call arguments:
@@ -120,7 +121,8 @@ class StochasticDepth(RateLayer):
         rate: float in [0, 1), the probability that the residual is dropped.
         mode: `"batch"` (default) or `"row"`.
         rescale_at: `"inference"` (default) or `"training"`, see above.
-        seed: int or `None`, the seed of the layer's random generator.
+        seed: int in [0, 2**31 - 1] or `None`, the seed of the layer's
+            random generator.
         **kwargs: base layer keyword arguments, such as `name` and `dtype`.
 
     Call arguments:
@@ -256,7 +258,8 @@ class StochasticDepthBlock(RateLayer):
         shortcut: a `keras.layers.Layer` for a projection shortcut, or
             `None` (default) for the identity.
         rescale_at: `"inference"` (default) or `"training"`, see above.
-        seed: int or `None`, the seed of the layer's random generator.
+        seed: int in [0, 2**31 - 1] or `None`, the seed of the layer's
+            random generator.
         **kwargs: base layer keyword arguments, such as `name` and `dtype`.
 
     Call arguments:

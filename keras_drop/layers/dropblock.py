@@ -104,7 +104,8 @@ _ARGS_DOC = """
             `scale_by_keep=False` for timm's unscaled variant.
         data_format: `"channels_last"`, `"channels_first"` or `None` (the
             value of `keras.config.image_data_format()`).
-        seed: int or `None`, the seed of the layer's random generator.
+        seed: int in [0, 2**31 - 1] or `None`, the seed of the layer's
+            random generator.
         **kwargs: base layer keyword arguments, such as `name` and `dtype`.
 
     Call arguments:

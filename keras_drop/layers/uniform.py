@@ -48,7 +48,8 @@ class UniformDropout(DropLayer):
     Args:
         beta: float >= 0, the half-width of the uniform noise. Values above
             1 allow negative multipliers; the paper uses 0.1 to 0.5.
-        seed: int or `None`, the seed of the layer's random generator.
+        seed: int in [0, 2**31 - 1] or `None`, the seed of the layer's
+            random generator.
         **kwargs: base layer keyword arguments, such as `name` and `dtype`.
 
     Call arguments:
