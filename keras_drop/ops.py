@@ -52,11 +52,19 @@ def _seeds(seed: Any, count: int) -> list[Any]:
     return [seed] * count
 
 
-def _validate_rate_argument(rate: Any) -> None:
-    """A Python rate is checked here; a tensor rate (a layer's variable) was
-    checked when it was assigned."""
-    if isinstance(rate, (int, float)):
-        _validation.validate_rate(rate)
+def _validate_strength(
+    value: Any, check: Any = _validation.validate_rate, name: str = "rate"
+) -> None:
+    """A rate (or `beta`) given as a number is checked against its range; a
+    scalar tensor (a layer's variable) was checked when it was assigned.
+    Anything else is refused."""
+    if isinstance(value, keras.Variable) or ops.is_tensor(value):
+        if len(value.shape) == 0:
+            return
+        raise _validation.invalid_value(name, "a float or a scalar tensor", value)
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value.item()
+    check(value, name)
 
 
 def _axis_cover(size: Any, block: int) -> Any:
@@ -286,7 +294,7 @@ def drop_block(
         )
     spatial_rank = rank - 2
     block = _validation.validate_int_tuple(block_size, spatial_rank, "block_size")
-    _validate_rate_argument(rate)
+    _validate_strength(rate)
     seed = _validation.validate_op_seed(seed)
 
     shape = list(ops.shape(inputs))
@@ -370,7 +378,7 @@ def drop_path(
     inputs = ops.convert_to_tensor(inputs)
     rank = len(inputs.shape)
     _validation.check_min_rank(inputs.shape, 2, "drop_path")
-    _validate_rate_argument(rate)
+    _validate_strength(rate)
     _validation.validate_bool(scale_by_keep, "scale_by_keep")
     seed = _validation.validate_op_seed(seed)
     shape = (ops.shape(inputs)[0],) + (1,) * (rank - 1)
@@ -399,7 +407,7 @@ def drop_connect(kernel: Any, rate: Any, *, seed: Any = None) -> Any:
         [Wan et al., 2013](https://proceedings.mlr.press/v28/wan13.html)
     """
     kernel = ops.convert_to_tensor(kernel)
-    _validate_rate_argument(rate)
+    _validate_strength(rate)
     seed = _validation.validate_op_seed(seed)
     multiplier = _keep_multiplier(ops.shape(kernel), rate, True, seed)
     return kernel * ops.cast(multiplier, kernel.dtype)
@@ -441,7 +449,7 @@ def stochastic_depth(
     shortcut = ops.convert_to_tensor(shortcut)
     residual = ops.convert_to_tensor(residual)
     _validation.check_same_shape(shortcut.shape, residual.shape, "stochastic_depth")
-    _validate_rate_argument(rate)
+    _validate_strength(rate)
     _validation.validate_choice(mode, ("batch", "row"), "mode")
     _validation.validate_bool(scale_by_keep, "scale_by_keep")
     seed = _validation.validate_op_seed(seed)
@@ -473,8 +481,7 @@ def uniform_dropout(inputs: Any, beta: Any, *, seed: Any = None) -> Any:
         [Li et al., 2019](https://arxiv.org/abs/1801.05134)
     """
     inputs = ops.convert_to_tensor(inputs)
-    if isinstance(beta, (int, float)):
-        _validation.validate_non_negative(beta, "beta")
+    _validate_strength(beta, _validation.validate_non_negative, "beta")
     seed = _validation.validate_op_seed(seed)
     noise = keras.random.uniform(
         ops.shape(inputs), minval=-1.0, maxval=1.0, dtype="float32", seed=seed
