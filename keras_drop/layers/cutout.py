@@ -76,7 +76,7 @@ class Cutout(DataLayer):
         fill_value: float = 0.0,
         data_format: str | None = None,
         seed: int | None = None,
-        **kwargs,
+        **kwargs: Any,
     ):
         super().__init__(**kwargs)
         self.length = _validation.validate_length(length)

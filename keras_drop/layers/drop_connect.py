@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import keras
 from keras import ops
 
@@ -53,7 +55,9 @@ class DropConnectDense(RateProperty, ScheduledStrength, keras.layers.Dense):
           "Regularization of Neural Networks using DropConnect".
     """
 
-    def __init__(self, units: int, rate: float, *, seed: int | None = None, **kwargs):
+    def __init__(
+        self, units: int, rate: float, *, seed: int | None = None, **kwargs: Any
+    ):
         super().__init__(units, **kwargs)
         self._init_strength(rate, seed)
 

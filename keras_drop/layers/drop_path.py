@@ -65,7 +65,7 @@ class DropPath(RateLayer):
         *,
         scale_by_keep: bool = True,
         seed: int | None = None,
-        **kwargs,
+        **kwargs: Any,
     ):
         super().__init__(rate, seed=seed, **kwargs)
         self.scale_by_keep = _validation.validate_bool(scale_by_keep, "scale_by_keep")
@@ -154,7 +154,7 @@ class StochasticDepth(RateLayer):
         mode: str = "batch",
         rescale_at: str = "inference",
         seed: int | None = None,
-        **kwargs,
+        **kwargs: Any,
     ):
         super().__init__(rate, seed=seed, **kwargs)
         self.mode = _validation.validate_choice(mode, ("batch", "row"), "mode")
@@ -300,7 +300,7 @@ class StochasticDepthBlock(RateLayer):
         shortcut: keras.layers.Layer | None = None,
         rescale_at: str = "inference",
         seed: int | None = None,
-        **kwargs,
+        **kwargs: Any,
     ):
         super().__init__(rate, seed=seed, **kwargs)
         self.supports_masking = False

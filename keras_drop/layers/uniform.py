@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import keras
 
 from keras_drop import _validation
@@ -77,7 +79,7 @@ class UniformDropout(DropLayer):
 
     _strength_name = "beta"
 
-    def __init__(self, beta: float, *, seed: int | None = None, **kwargs):
+    def __init__(self, beta: float, *, seed: int | None = None, **kwargs: Any):
         super().__init__(beta, seed=seed, **kwargs)
 
     def _validate_strength(self, value):
