@@ -146,8 +146,11 @@ def _block_seed_probability(
             if isinstance(n, int):
                 factor = factor * (n / (b * max(n - b + 1, 1)))
             else:
+                # A size known only at run time: clip the block here, as
+                # `drop_block` clips it against a static size.
                 n = ops.cast(n, "float32")
-                factor = factor * (n / (b * ops.maximum(n - b + 1.0, 1.0)))
+                b = ops.minimum(float(b), n)
+                factor = factor * (n / (b * (n - b + 1.0)))
         return ops.clip(rate * factor, 0.0, 1.0)
 
     values, probs = _cover_distribution(sizes, blocks)
