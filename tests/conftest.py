@@ -6,14 +6,39 @@ Markers:
 
 `--gpu` makes the run fail at start when the current backend sees no GPU, so
 a GPU job can never pass by silently running on the CPU.
+
+Hypothesis profiles (`--hypothesis-profile NAME`): "ci", the default, runs
+few examples per property, the same ones on every run (derandomized), so the
+suite stays fast and a failure reproduces; "thorough" searches hundreds of
+fresh examples per property.
 """
 
 import os
 
 import keras
 import pytest
+from hypothesis import HealthCheck, settings
 
 BACKEND = keras.backend.backend()
+
+settings.register_profile(
+    "ci",
+    max_examples=12,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile(
+    "thorough",
+    max_examples=300,
+    deadline=None,
+    database=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.load_profile("ci")
 
 
 def pytest_addoption(parser):
