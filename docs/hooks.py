@@ -95,8 +95,7 @@ def notebook_markdown(path: Path, stem: str) -> tuple[str, dict[str, bytes]]:
                 text = "".join(data["text/plain"]).rstrip()
                 parts.append(f"```text\n{text}\n```")
     source_note = (
-        f"*Rendered from `notebooks/{path.name}` as it was saved, with its "
-        "outputs.*"
+        f"*Rendered from `notebooks/{path.name}` as it was saved, with its outputs.*"
     )
     return "\n\n".join([*parts, source_note]) + "\n", pictures
 
