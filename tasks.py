@@ -2,36 +2,60 @@
 """Developer tasks for keras_drop, needing nothing but Python 3.10+.
 
     python3 tasks.py demo [demo options]   # set up .venv, run the demo
-    python3 tasks.py test [pytest options] # set up .venv, run the suite on
-                                           # TensorFlow, JAX and PyTorch
+    python3 tasks.py test [pytest options] # set up .venv, run every check
+    python3 tasks.py lint                  # ruff check, ruff format --check
+    python3 tasks.py docs [--serve]        # build (or serve) the docs site
 
 Each command creates `.venv/` (or reuses it while `pyproject.toml` is
-unchanged) and installs the package with every backend. `test` runs pytest
-once per backend with `KERAS_BACKEND` set, and fails if any run fails or
-collects no test. `--backend NAME` (repeatable) limits the backends.
+unchanged) and installs the package with every backend and the development
+tools. `test` runs, and fails if any fails:
+
+- lint: `ruff check` and `ruff format --check`;
+- the suite with pytest once per backend (`KERAS_BACKEND` set), failing a
+  run that collects no test; `--backend NAME` (repeatable) limits them;
+- the package: `python -m build` (sdist, and the wheel built from it),
+  `twine check --strict`, the wheel's file list against the source tree,
+  then the wheel installed (not editable) in a fresh virtualenv with
+  `WHEEL_EXTRAS` and `WHEEL_TESTS` run against it from a directory outside
+  the checkout on the `WHEEL_BACKEND`;
+- the docs: `mkdocs build --strict`.
+
+The pytest runs go concurrently; the package and docs checks run while they
+do. A run narrowed by `--backend` or pytest options runs the suite only.
 """
 
 from __future__ import annotations
 
 import argparse
+import glob
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
 import xml.etree.ElementTree as ET
+import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 BACKENDS = ("tensorflow", "jax", "torch")
-EXTRAS = "tensorflow,jax,torch,test,demo"
+EXTRAS = "tensorflow,jax,torch,test,demo,docs,dev"
+PACKAGE = "keras_drop"
+# The wheel is tested as users install it: one backend, the tests of the
+# installed package (every module imported, every public name at work) and
+# the property tests (every layer on random arguments).
+WHEEL_BACKEND = "jax"
+WHEEL_EXTRAS = f"{WHEEL_BACKEND},test"
+WHEEL_TESTS = ("tests/test_package.py", "tests/test_properties.py")
+LINTED = ("keras_drop", "tests", "benchmarks", "notebooks", "docs", "tasks.py")
 
 
-def venv_python() -> Path:
+def venv_python(venv: Path = VENV) -> Path:
     scripts = "Scripts" if os.name == "nt" else "bin"
-    return VENV / scripts / ("python.exe" if os.name == "nt" else "python")
+    return venv / scripts / ("python.exe" if os.name == "nt" else "python")
 
 
 def ensure_venv() -> Path:
@@ -59,6 +83,13 @@ def run_demo(args: list[str]) -> int:
     return subprocess.call([str(python), "-m", "keras_drop.demo", *args], cwd=ROOT)
 
 
+def run_docs(serve: bool) -> int:
+    python = ensure_venv()
+    if serve:
+        return subprocess.call([str(python), "-m", "mkdocs", "serve"], cwd=ROOT)
+    return subprocess.call([str(python), "-m", "mkdocs", "build", "--strict"], cwd=ROOT)
+
+
 def _counts(junit: Path) -> dict[str, int]:
     counts = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
     if not junit.exists():
@@ -70,12 +101,160 @@ def _counts(junit: Path) -> dict[str, int]:
     return counts
 
 
-def run_tests(backends: list[str], pytest_args: list[str]) -> int:
-    """Run the suite once per backend, concurrently, and print each log."""
+class Check:
+    """A step of the test command: its commands' output, kept to print."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.ok = True
+        self.output: list[str] = []
+        self.start = time.monotonic()
+        self.seconds = 0.0
+
+    def run(self, cmd: list[str], *, quiet: bool = False, **kwargs) -> bool:
+        """Run `cmd`; the check fails if it does. Returns whether it passed.
+        With `quiet`, its output is kept only if it fails."""
+        self.output.append(f"$ {' '.join(str(c) for c in cmd)}")
+        result = subprocess.run(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs
+        )
+        if result.returncode != 0 or not quiet:
+            self.output.append(result.stdout.rstrip())
+        self.seconds = time.monotonic() - self.start
+        if result.returncode != 0:
+            self.ok = False
+        return result.returncode == 0
+
+    def fail(self, message: str) -> None:
+        self.output.append(message)
+        self.ok = False
+
+    def report(self) -> None:
+        status = "ok" if self.ok else "FAILED"
+        print(f"\n{'=' * 30} {self.name} ({status}, {self.seconds:.0f}s) {'=' * 30}")
+        print("\n".join(line for line in self.output if line), flush=True)
+
+
+def lint(python: Path) -> Check:
+    check = Check("lint: ruff")
+    ruff = [str(python), "-m", "ruff"]
+    check.run([*ruff, "check", *LINTED], cwd=ROOT)
+    check.run([*ruff, "format", "--check", *LINTED], cwd=ROOT)
+    return check
+
+
+def docs(python: Path, tmp: Path) -> Check:
+    check = Check("docs: mkdocs build --strict")
+    site = tmp / "site"
+    check.run(
+        [str(python), "-m", "mkdocs", "build", "--strict", "--site-dir", str(site)],
+        cwd=ROOT,
+        env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
+    )
+    return check
+
+
+def _expected_wheel_files() -> set[str]:
+    """The package's files in the source tree, as the wheel must hold them."""
+    files = {
+        path.relative_to(ROOT).as_posix()
+        for path in (ROOT / PACKAGE).rglob("*")
+        if path.is_file() and "__pycache__" not in path.parts
+    }
+    return {f for f in files if f.endswith((".py", "py.typed"))}
+
+
+def build_wheel(python: Path, tmp: Path) -> tuple[Check, Path | None]:
+    """sdist and wheel, checked; returns the wheel's path."""
+    check = Check("package: build, twine check, wheel contents")
+    dist = tmp / "dist"
+    # The wheel is built from the sdist, so a file missing from the sdist
+    # is missing from the wheel too.
+    build = [str(python), "-m", "build", "--outdir", str(dist)]
+    if not check.run(build, cwd=ROOT, quiet=True):
+        return check, None
+    artifacts = sorted(glob.glob(str(dist / "*")))
+    if not check.run([str(python), "-m", "twine", "check", "--strict", *artifacts]):
+        return check, None
+    wheels = [Path(a) for a in artifacts if a.endswith(".whl")]
+    if len(wheels) != 1 or not any(a.endswith(".tar.gz") for a in artifacts):
+        check.fail(f"expected one sdist and one wheel, got {artifacts}")
+        return check, None
+    with zipfile.ZipFile(wheels[0]) as archive:
+        names = sorted(archive.namelist())
+    check.output.append(f"{wheels[0].name}:")
+    check.output.extend(f"  {name}" for name in names)
+    package_files = {n for n in names if n.startswith(f"{PACKAGE}/")}
+    expected = _expected_wheel_files()
+    missing, extra = expected - package_files, package_files - expected
+    if missing or extra:
+        check.fail(
+            f"wheel differs from the source tree: missing {missing}, extra {extra}"
+        )
+    if not any(n.endswith(".dist-info/licenses/LICENSE") for n in names):
+        check.fail("the wheel holds no LICENSE")
+    return check, wheels[0]
+
+
+def start_wheel_tests(wheel: Path, tmp: Path, check: Check) -> subprocess.Popen | None:
+    """Install the wheel in a fresh virtualenv and start its test run in a
+    directory that holds a copy of the tests and not the package."""
+    venv = tmp / "wheel-venv"
+    if not check.run([sys.executable, "-m", "venv", str(venv)]):
+        return None
+    python = venv_python(venv)
+    pip = [
+        str(python),
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+    ]
+    if not check.run([*pip, f"{wheel}[{WHEEL_EXTRAS}]"], quiet=True):
+        return None
+    workdir = tmp / "installed"
+    shutil.copytree(
+        ROOT / "tests", workdir / "tests", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    env = {
+        **os.environ,
+        "KERAS_BACKEND": WHEEL_BACKEND,
+        "PYTHONUNBUFFERED": "1",
+        # tests/conftest.py fails the run if keras_drop comes from elsewhere.
+        "KERAS_DROP_EXPECT_INSTALLED_IN": str(venv),
+    }
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    env.pop("PYTHONPATH", None)
+    cmd = [
+        str(python),
+        "-m",
+        "pytest",
+        "-p",
+        "no:cacheprovider",
+        "-c",
+        str(ROOT / "pyproject.toml"),
+        "--rootdir",
+        str(workdir),
+        f"--junitxml={tmp / 'wheel.xml'}",
+        *WHEEL_TESTS,
+    ]
+    log = open(tmp / "wheel.log", "w")
+    print(f"[wheel] started: KERAS_BACKEND={WHEEL_BACKEND} {' '.join(cmd[1:])}")
+    return subprocess.Popen(cmd, cwd=workdir, env=env, stdout=log, stderr=log)
+
+
+def run_tests(backends: list[str], pytest_args: list[str], release: bool) -> int:
+    """The pytest runs, concurrently, and with `release` the lint, package
+    and docs checks meanwhile; every log is printed at the end."""
     python = ensure_venv()
     tmp = Path(tempfile.mkdtemp(prefix="keras_drop-tests-"))
-    procs = {}
     start = time.monotonic()
+    checks: list[Check] = []
+    if release:
+        checks.append(lint(python))
+
+    procs = {}
     for backend in backends:
         log = open(tmp / f"{backend}.log", "w")
         env = {**os.environ, "KERAS_BACKEND": backend, "PYTHONUNBUFFERED": "1"}
@@ -89,32 +268,43 @@ def run_tests(backends: list[str], pytest_args: list[str]) -> int:
             f"--junitxml={tmp / backend}.xml",
             *pytest_args,
         ]
-        procs[backend] = (
-            subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=log),
-            log,
+        procs[backend] = subprocess.Popen(
+            cmd, cwd=ROOT, env=env, stdout=log, stderr=log
         )
         print(
             f"[{backend}] started: KERAS_BACKEND={backend} {' '.join(cmd[1:])}",
             flush=True,
         )
 
+    runs = dict(procs)
+    if release:
+        package, wheel = build_wheel(python, tmp)
+        checks.append(package)
+        if wheel is not None:
+            proc = start_wheel_tests(wheel, tmp, package)
+            if proc is not None:
+                runs["wheel"] = proc
+        checks.append(docs(python, tmp))
+
     results = {}
-    for backend, (proc, log) in procs.items():
+    for name, proc in runs.items():
         code = proc.wait()
-        log.close()
         elapsed = time.monotonic() - start
+        label = f"{WHEEL_BACKEND}, installed wheel" if name == "wheel" else name
         print(
-            f"\n{'=' * 30} KERAS_BACKEND={backend} (exit {code}, "
+            f"\n{'=' * 30} KERAS_BACKEND={label} (exit {code}, "
             f"{elapsed:.0f}s) {'=' * 30}",
             flush=True,
         )
-        print((tmp / f"{backend}.log").read_text(), flush=True)
-        results[backend] = (code, _counts(tmp / f"{backend}.xml"))
+        print((tmp / f"{name}.log").read_text(), flush=True)
+        results[name] = (code, _counts(tmp / f"{name}.xml"))
+    for check in checks:
+        check.report()
 
     print("\nSummary")
-    failed_backends = []
+    failed_runs = []
     passed = failed = skipped = 0
-    for backend, (code, c) in results.items():
+    for name, (code, c) in results.items():
         n_failed = c["failures"] + c["errors"]
         n_passed = c["tests"] - n_failed - c["skipped"]
         passed, failed, skipped = (
@@ -125,16 +315,21 @@ def run_tests(backends: list[str], pytest_args: list[str]) -> int:
         # pytest's exit code 5 means no test was collected: a failure here.
         ok = code == 0 and c["tests"] > 0
         if not ok:
-            failed_backends.append(backend)
+            failed_runs.append(name)
         print(
-            f"  {backend:<10} exit {code}: {n_passed} passed, {n_failed} failed, "
+            f"  {name:<10} exit {code}: {n_passed} passed, {n_failed} failed, "
             f"{c['skipped']} skipped{'' if ok else '  <-- FAILED'}"
         )
-    if failed_backends:
-        print(f"FAILED on: {', '.join(failed_backends)}")
+    for check in checks:
+        print(f"  {check.name}: {'ok' if check.ok else 'FAILED  <-- FAILED'}")
+        if not check.ok:
+            failed_runs.append(check.name)
+    if failed_runs:
+        print(f"FAILED: {', '.join(failed_runs)}")
         failed = max(failed, 1)
+    print(f"time: {time.monotonic() - start:.0f}s")
     print(f"total: {passed} passed, {failed} failed, {skipped} skipped")
-    return 1 if failed_backends else 0
+    return 1 if failed_runs else 0
 
 
 def main() -> int:
@@ -143,14 +338,26 @@ def main() -> int:
     )
     sub = parser.add_subparsers(dest="task", required=True)
     sub.add_parser("demo", help="run the demo", add_help=False)
-    test = sub.add_parser(
-        "test", help="run the test suite on every backend", add_help=False
-    )
+    test = sub.add_parser("test", help="run every check", add_help=False)
     test.add_argument("--backend", action="append", choices=BACKENDS)
+    sub.add_parser("lint", help="ruff check and ruff format --check")
+    docs_parser = sub.add_parser("docs", help="build or serve the docs site")
+    docs_parser.add_argument(
+        "--serve", action="store_true", help="serve on http://127.0.0.1:8000"
+    )
     args, rest = parser.parse_known_args()
     if args.task == "demo":
         return run_demo(rest)
-    return run_tests(args.backend or list(BACKENDS), rest)
+    if args.task == "docs":
+        return run_docs(args.serve)
+    if args.task == "lint":
+        check = lint(ensure_venv())
+        check.report()
+        return 0 if check.ok else 1
+    # A run narrowed to some backends or tests is a developer's quick loop:
+    # the suite only. The full command is the release check.
+    release = not args.backend and not rest
+    return run_tests(args.backend or list(BACKENDS), rest, release)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@ BatchNormalization does to its moving statistics.
 """
 
 __version__ = "0.1.0.dev0"
+"""The version of keras_drop (PEP 440), the one place it is written: the
+build reads it into the distribution's metadata."""
 
 from keras_drop import ops, recipes  # noqa: E402
 from keras_drop.batchnorm import recalibrate_batchnorm, variance_shift  # noqa: E402

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import keras
+import numpy as np
 
 
 def invalid_value(name: str, expected: str, value: Any) -> ValueError:
@@ -32,24 +33,34 @@ def _is_real(value: Any) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
+# Layers apply their rates and values in float32 (a rate is a float32
+# variable): a value must keep its meaning there.
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
 def validate_rate(value: Any, name: str = "rate") -> float:
-    """A drop probability in [0, 1). Returns it as a Python float."""
+    """A drop probability in [0, 1), also once rounded to float32 (a rate
+    above 1 - 2**-25 is 1 there). Returns it as a Python float."""
     if not _is_real(value) or not 0.0 <= float(value) < 1.0:
         raise invalid_value(name, "a float value between 0 and 1 (1 excluded)", value)
+    if np.float32(value) == 1.0:
+        raise invalid_value(
+            name, "a float value between 0 and 1 (1 excluded, also in float32)", value
+        )
     return float(value)
 
 
 def validate_non_negative(value: Any, name: str) -> float:
-    """A finite float >= 0. Returns it as a Python float."""
-    if not _is_real(value) or not 0.0 <= float(value) < float("inf"):
-        raise invalid_value(name, "a finite float value >= 0", value)
+    """A float >= 0, finite in float32. Returns it as a Python float."""
+    if not _is_real(value) or not 0.0 <= float(value) <= _FLOAT32_MAX:
+        raise invalid_value(name, "a float value >= 0, finite in float32", value)
     return float(value)
 
 
 def validate_finite(value: Any, name: str) -> float:
-    """A finite float. Returns it as a Python float."""
-    if not _is_real(value) or not abs(float(value)) < float("inf"):
-        raise invalid_value(name, "a finite float value", value)
+    """A float that is finite in float32. Returns it as a Python float."""
+    if not _is_real(value) or not abs(float(value)) <= _FLOAT32_MAX:
+        raise invalid_value(name, "a float value, finite in float32", value)
     return float(value)
 
 
@@ -133,12 +144,41 @@ def standardize_data_format(value: Any) -> str:
     )
 
 
+# The seeds every backend accepts: a `keras.random.SeedGenerator` keeps its
+# seed in a uint32 (JAX) or int32 (PyTorch) state variable, so a negative seed
+# fails on JAX and one of 2**31 or more on PyTorch, at the first draw.
+MAX_SEED = 2**31 - 1
+
+
 def validate_seed(value: Any) -> int | None:
-    """A layer's seed: an int or None (a generator is built from it)."""
+    """A layer's seed: an int in [0, 2**31 - 1] or None (a generator is
+    built from it)."""
     if value is None:
         return None
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool):
-        raise invalid_value("seed", "an integer or None", value)
+    if (
+        not isinstance(value, numbers.Integral)
+        or isinstance(value, bool)
+        or not 0 <= value <= MAX_SEED
+    ):
+        raise invalid_value("seed", f"an integer in [0, {MAX_SEED}] or None", value)
+    return int(value)
+
+
+def validate_op_seed(value: Any) -> Any:
+    """A functional form's seed: an int in [0, 2**31 - 1], a
+    `keras.random.SeedGenerator` or None."""
+    if value is None or isinstance(value, keras.random.SeedGenerator):
+        return value
+    if (
+        not isinstance(value, numbers.Integral)
+        or isinstance(value, bool)
+        or not 0 <= value <= MAX_SEED
+    ):
+        raise invalid_value(
+            "seed",
+            f"an integer in [0, {MAX_SEED}], a `keras.random.SeedGenerator` or None",
+            value,
+        )
     return int(value)
 
 

@@ -52,11 +52,19 @@ def _seeds(seed: Any, count: int) -> list[Any]:
     return [seed] * count
 
 
-def _validate_rate_argument(rate: Any) -> None:
-    """A Python rate is checked here; a tensor rate (a layer's variable) was
-    checked when it was assigned."""
-    if isinstance(rate, (int, float)):
-        _validation.validate_rate(rate)
+def _validate_strength(
+    value: Any, check: Any = _validation.validate_rate, name: str = "rate"
+) -> None:
+    """A rate (or `beta`) given as a number is checked against its range; a
+    scalar tensor (a layer's variable) was checked when it was assigned.
+    Anything else is refused."""
+    if isinstance(value, keras.Variable) or ops.is_tensor(value):
+        if len(value.shape) == 0:
+            return
+        raise _validation.invalid_value(name, "a float or a scalar tensor", value)
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value.item()
+    check(value, name)
 
 
 def _axis_cover(size: Any, block: int) -> Any:
@@ -138,18 +146,28 @@ def _block_seed_probability(
             if isinstance(n, int):
                 factor = factor * (n / (b * max(n - b + 1, 1)))
             else:
+                # A size known only at run time: clip the block here, as
+                # `drop_block` clips it against a static size.
                 n = ops.cast(n, "float32")
-                factor = factor * (n / (b * ops.maximum(n - b + 1.0, 1.0)))
+                b = ops.minimum(float(b), n)
+                factor = factor * (n / (b * (n - b + 1.0)))
         return ops.clip(rate * factor, 0.0, 1.0)
 
     values, probs = _cover_distribution(sizes, blocks)
+    # f(u) in float32 without cancellation: log(mean exp(-u c)) is taken as
+    # log1p(mean expm1(-u c)), against the weights' own sum (1 up to
+    # rounding). log() of a mean near 1 would carry an absolute error of
+    # 1e-7 into u, a relative error of 1e-7 / rate in gamma (3e-5 at rate
+    # 0.002), and leave a tiny negative gamma at rate 0.
+    total = ops.sum(probs)
     a = -ops.log1p(-rate)
-    u = a / ops.sum(probs * values)
+    u = a * total / ops.sum(probs * values)
     for _ in range(_NEWTON_STEPS):
-        weights = probs * ops.exp(-u * values)
+        decay = ops.expm1(-u * values)
+        weights = probs * (1.0 + decay)
         m0 = ops.sum(weights)
         m1 = ops.sum(weights * values)
-        u = u + (ops.log(m0) + a) * m0 / m1
+        u = u + (ops.log1p(ops.sum(probs * decay) / total) + a) * m0 / m1
     return -ops.expm1(-u)
 
 
@@ -268,7 +286,7 @@ def drop_block(
             zeros.
         data_format: `"channels_last"`, `"channels_first"` or `None` (the
             Keras default).
-        seed: int, `keras.random.SeedGenerator` or `None`.
+        seed: int in [0, 2**31 - 1], `keras.random.SeedGenerator` or `None`.
 
     Returns:
         A tensor of the input's shape and dtype.
@@ -286,7 +304,8 @@ def drop_block(
         )
     spatial_rank = rank - 2
     block = _validation.validate_int_tuple(block_size, spatial_rank, "block_size")
-    _validate_rate_argument(rate)
+    _validate_strength(rate)
+    seed = _validation.validate_op_seed(seed)
 
     shape = list(ops.shape(inputs))
     if data_format == "channels_last":
@@ -357,7 +376,7 @@ def drop_path(
         rate: probability that a sample is dropped, in [0, 1); a Python
             float or a scalar tensor.
         scale_by_keep: scale kept samples by 1 / (1 - rate).
-        seed: int, `keras.random.SeedGenerator` or `None`.
+        seed: int in [0, 2**31 - 1], `keras.random.SeedGenerator` or `None`.
 
     Returns:
         A tensor of the input's shape and dtype.
@@ -369,8 +388,9 @@ def drop_path(
     inputs = ops.convert_to_tensor(inputs)
     rank = len(inputs.shape)
     _validation.check_min_rank(inputs.shape, 2, "drop_path")
-    _validate_rate_argument(rate)
+    _validate_strength(rate)
     _validation.validate_bool(scale_by_keep, "scale_by_keep")
+    seed = _validation.validate_op_seed(seed)
     shape = (ops.shape(inputs)[0],) + (1,) * (rank - 1)
     multiplier = _keep_multiplier(shape, rate, scale_by_keep, seed)
     return inputs * ops.cast(multiplier, inputs.dtype)
@@ -388,7 +408,7 @@ def drop_connect(kernel: Any, rate: Any, *, seed: Any = None) -> Any:
         kernel: a float tensor, typically a layer's kernel.
         rate: probability that an entry is dropped, in [0, 1); a Python
             float or a scalar tensor.
-        seed: int, `keras.random.SeedGenerator` or `None`.
+        seed: int in [0, 2**31 - 1], `keras.random.SeedGenerator` or `None`.
 
     Returns:
         A tensor of the kernel's shape and dtype.
@@ -397,7 +417,8 @@ def drop_connect(kernel: Any, rate: Any, *, seed: Any = None) -> Any:
         [Wan et al., 2013](https://proceedings.mlr.press/v28/wan13.html)
     """
     kernel = ops.convert_to_tensor(kernel)
-    _validate_rate_argument(rate)
+    _validate_strength(rate)
+    seed = _validation.validate_op_seed(seed)
     multiplier = _keep_multiplier(ops.shape(kernel), rate, True, seed)
     return kernel * ops.cast(multiplier, kernel.dtype)
 
@@ -427,7 +448,7 @@ def stochastic_depth(
             float or a scalar tensor.
         mode: `"batch"` or `"row"`.
         scale_by_keep: scale kept residuals by 1 / (1 - rate).
-        seed: int, `keras.random.SeedGenerator` or `None`.
+        seed: int in [0, 2**31 - 1], `keras.random.SeedGenerator` or `None`.
 
     Returns:
         A tensor of the inputs' shape and dtype.
@@ -438,9 +459,10 @@ def stochastic_depth(
     shortcut = ops.convert_to_tensor(shortcut)
     residual = ops.convert_to_tensor(residual)
     _validation.check_same_shape(shortcut.shape, residual.shape, "stochastic_depth")
-    _validate_rate_argument(rate)
+    _validate_strength(rate)
     _validation.validate_choice(mode, ("batch", "row"), "mode")
     _validation.validate_bool(scale_by_keep, "scale_by_keep")
+    seed = _validation.validate_op_seed(seed)
     rank = len(residual.shape)
     if mode == "batch":
         shape: tuple = ()
@@ -460,7 +482,7 @@ def uniform_dropout(inputs: Any, beta: Any, *, seed: Any = None) -> Any:
     Args:
         inputs: a float tensor.
         beta: the noise half-width, >= 0; a Python float or a scalar tensor.
-        seed: int, `keras.random.SeedGenerator` or `None`.
+        seed: int in [0, 2**31 - 1], `keras.random.SeedGenerator` or `None`.
 
     Returns:
         A tensor of the input's shape and dtype.
@@ -469,8 +491,8 @@ def uniform_dropout(inputs: Any, beta: Any, *, seed: Any = None) -> Any:
         [Li et al., 2019](https://arxiv.org/abs/1801.05134)
     """
     inputs = ops.convert_to_tensor(inputs)
-    if isinstance(beta, (int, float)):
-        _validation.validate_non_negative(beta, "beta")
+    _validate_strength(beta, _validation.validate_non_negative, "beta")
+    seed = _validation.validate_op_seed(seed)
     noise = keras.random.uniform(
         ops.shape(inputs), minval=-1.0, maxval=1.0, dtype="float32", seed=seed
     )
@@ -516,7 +538,7 @@ def cutout(
         fill_value: the value written into the patches.
         data_format: `"channels_last"`, `"channels_first"` or `None` (the
             Keras default).
-        seed: int, `keras.random.SeedGenerator` or `None`.
+        seed: int in [0, 2**31 - 1], `keras.random.SeedGenerator` or `None`.
 
     Returns:
         A tensor of the input's shape and dtype.
@@ -528,6 +550,7 @@ def cutout(
     n_holes = _validation.validate_positive_int(n_holes, "n_holes")
     fill_value = _validation.validate_finite(fill_value, "fill_value")
     data_format = _validation.standardize_data_format(data_format)
+    seed = _validation.validate_op_seed(seed)
     inputs = ops.convert_to_tensor(inputs)
     _validation.check_image_rank(inputs.shape, "cutout", data_format)
     return _cutout(inputs, length, n_holes, fill_value, data_format, seed, _KERAS_OPS)

@@ -286,6 +286,14 @@ def _dtype_next_to(layer: Any) -> Any:
     return layer.compute_dtype
 
 
+def _offset_seed(seed: int | None, offset: int) -> int | None:
+    """The seed of the inserted layer number `offset`: `seed + offset`,
+    wrapped into the range every backend accepts."""
+    if seed is None:
+        return None
+    return (seed + offset) % (_validation.MAX_SEED + 1)
+
+
 class _StochasticDepthRewriter(_Rewriter):
     def __init__(self, model, *, mode: str, rescale_at: str, seed: int | None):
         super().__init__(model)
@@ -299,7 +307,7 @@ class _StochasticDepthRewriter(_Rewriter):
         pair = None if addends is None else flow.shortcut_and_residual(*addends)
         if pair is None:
             return layer(*args, **kwargs)
-        seed = None if self.seed is None else self.seed + len(self.inserted)
+        seed = _offset_seed(self.seed, len(self.inserted))
         # The rate is set once every block is known: it depends on the count.
         block = StochasticDepth(
             0.0,
@@ -348,7 +356,7 @@ class _DropBlockRewriter(_Rewriter):
                 f"feature map, but `where` selected layer '{original.name}', "
                 f"whose {what} is: {shape}"
             )
-        seed = None if self.seed is None else self.seed + len(self.inserted)
+        seed = _offset_seed(self.seed, len(self.inserted))
         suffix = f"_{infix}_dropblock" if infix else "_dropblock"
         layer = DropBlock2D(
             seed=seed,
@@ -410,9 +418,10 @@ def add_stochastic_depth(
         mode: `"batch"` (default, the paper: one draw per batch) or `"row"`
             (one draw per sample, timm's drop path), see `StochasticDepth`.
         rescale_at: `"training"` (default) or `"inference"`, see above.
-        seed: int or `None`. With an int, block l (counted from 0 in depth
-            order) gets seed `seed + l`, so that blocks draw independent
-            masks and the same call gives the same masks.
+        seed: int in [0, 2**31 - 1] or `None`. With an int, block l (counted
+            from 0 in depth order) gets seed `seed + l` (modulo 2**31), so
+            that blocks draw independent masks and the same call gives the
+            same masks.
 
     Returns:
         A new functional `keras.Model`, compiled as `model` was if it was.
@@ -558,9 +567,9 @@ def add_dropblock(
             model's layers, or a list of layer names.
         shared_channels: if `True`, one mask per sample shared by all
             channels; see `DropBlock2D`.
-        seed: int or `None`. With an int, the inserted layers get seeds
-            `seed`, `seed + 1`, ... in depth order, so that no two draw the
-            same masks.
+        seed: int in [0, 2**31 - 1] or `None`. With an int, the inserted
+            layers get seeds `seed`, `seed + 1`, ... (modulo 2**31) in depth
+            order, so that no two draw the same masks.
 
     Returns:
         A new functional `keras.Model`, compiled as `model` was if it was.

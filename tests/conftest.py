@@ -6,14 +6,46 @@ Markers:
 
 `--gpu` makes the run fail at start when the current backend sees no GPU, so
 a GPU job can never pass by silently running on the CPU.
+
+`KERAS_DROP_EXPECT_INSTALLED_IN=DIR` (set by the test command for its run
+against the built wheel) makes the run fail at start unless `keras_drop` is
+imported from under DIR, not from the checkout.
+
+Hypothesis profiles (`--hypothesis-profile NAME`): "ci", the default, runs
+few examples per property, the same ones on every run (derandomized), so the
+suite stays fast and a failure reproduces; "thorough" searches hundreds of
+fresh examples per property.
 """
 
 import os
+from pathlib import Path
 
 import keras
 import pytest
+from hypothesis import HealthCheck, settings
+
+import keras_drop
 
 BACKEND = keras.backend.backend()
+
+settings.register_profile(
+    "ci",
+    max_examples=12,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile(
+    "thorough",
+    max_examples=300,
+    deadline=None,
+    database=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.load_profile("ci")
 
 
 def pytest_addoption(parser):
@@ -52,13 +84,22 @@ def pytest_sessionstart(session):
         raise pytest.UsageError(
             f"--gpu was given but the {BACKEND} backend sees no GPU"
         )
+    expected = os.environ.get("KERAS_DROP_EXPECT_INSTALLED_IN")
+    package = Path(keras_drop.__file__).resolve().parent
+    if expected and not package.is_relative_to(Path(expected).resolve()):
+        raise pytest.UsageError(
+            f"keras_drop was imported from {package}, not from the "
+            f"installation in {expected}"
+        )
 
 
 def pytest_report_header(config):
     return (
         f"keras {keras.__version__}, KERAS_BACKEND={BACKEND} "
         f"(env: {os.environ.get('KERAS_BACKEND', 'unset')}), "
-        f"GPUs visible: {len(_visible_gpus())}"
+        f"GPUs visible: {len(_visible_gpus())}\n"
+        f"keras_drop {keras_drop.__version__} from "
+        f"{Path(keras_drop.__file__).resolve().parent}"
     )
 
 

@@ -9,11 +9,13 @@ calls.
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import keras
 import numpy as np
 from keras import ops
+from numpy.lib.stride_tricks import sliding_window_view
 
 BACKEND = keras.backend.backend()
 # jit_compile=True where the backend compiles the train step (XLA / jax.jit);
@@ -228,3 +230,38 @@ def zero_fraction(y_true: Any, y_pred: Any) -> Any:
     zero-weighted term gives the optimizer a zero gradient)."""
     fraction = ops.mean(ops.cast(ops.equal(y_pred, 0.0), "float32"))
     return fraction + 0.0 * ops.mean(y_pred)
+
+
+def is_union_of_blocks(
+    dropped: np.ndarray, block: Any, *, clipped: bool = False
+) -> bool:
+    """True iff every marked unit lies in a fully marked block (a
+    morphological opening leaves the set unchanged).
+
+    `dropped` is a boolean array of shape (maps, *spatial) and `block` one
+    side per spatial axis. Blocks lie inside the map, unless `clipped`: then
+    a block may cross the border and only its part inside the map is marked
+    (Cutout's patches).
+    """
+    dropped = np.asarray(dropped, bool)
+    block = tuple(block)
+    source = dropped
+    if clipped:
+        # Outside the map counts as marked, so a block crossing the border
+        # is full when its part inside is.
+        pad = [(0, 0)] + [(b - 1, b - 1) for b in block]
+        source = np.pad(dropped, pad, constant_values=True)
+    spatial = tuple(range(1, dropped.ndim))
+    windows = sliding_window_view(source, block, axis=spatial)
+    full = windows.all(axis=tuple(range(-len(block), 0)))
+    covered = np.zeros(source.shape, bool)
+    for offset in itertools.product(*[range(b) for b in block]):
+        index = (slice(None),) + tuple(
+            slice(o, o + v) for o, v in zip(offset, full.shape[1:], strict=True)
+        )
+        covered[index] |= full
+    if clipped:
+        covered = covered[
+            (slice(None),) + tuple(slice(b - 1, 1 - b or None) for b in block)
+        ]
+    return np.array_equal(covered, dropped)

@@ -1,13 +1,11 @@
 """DropBlock1D/2D/3D and keras_drop.ops.drop_block: behaviour, measured."""
 
-import itertools
 import re
 
 import keras
 import numpy as np
 import pytest
 from keras import ops
-from numpy.lib.stride_tricks import sliding_window_view
 
 import keras_drop
 from keras_drop import DropBlock1D, DropBlock2D, DropBlock3D
@@ -16,6 +14,7 @@ from tests.helpers import (
     JIT_COMPILE,
     assert_seed_behaviour,
     bits,
+    is_union_of_blocks,
     run_layer_test,
     to_numpy,
     zero_fraction,
@@ -55,23 +54,6 @@ def paper_gamma(rate, sizes, blocks):
         ]
     )
     return rate * factor
-
-
-def is_union_of_blocks(dropped, block):
-    """True iff every dropped unit lies in a fully dropped block that lies
-    inside the map (a morphological opening leaves the set unchanged).
-
-    `dropped` has shape (maps, *spatial)."""
-    spatial = tuple(range(1, dropped.ndim))
-    windows = sliding_window_view(dropped, block, axis=spatial)
-    full = windows.all(axis=tuple(range(-len(block), 0)))
-    covered = np.zeros_like(dropped)
-    for offset in itertools.product(*[range(b) for b in block]):
-        index = (slice(None),) + tuple(
-            slice(o, o + v) for o, v in zip(offset, full.shape[1:], strict=True)
-        )
-        covered[index] |= full
-    return np.array_equal(covered, dropped)
 
 
 def realized_fraction(spatial, block, rate, *, units, channels=8, seed=0, **kwargs):

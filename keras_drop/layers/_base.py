@@ -114,7 +114,7 @@ class RateProperty:
 class DropLayer(ScheduledStrength, keras.layers.Layer):
     """A layer with a seed generator and one schedulable strength argument."""
 
-    def __init__(self, strength: Any, *, seed: int | None = None, **kwargs):
+    def __init__(self, strength: Any, *, seed: int | None = None, **kwargs: Any):
         super().__init__(**kwargs)
         self.supports_masking = True
         self._init_strength(strength, seed)

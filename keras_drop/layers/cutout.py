@@ -43,7 +43,8 @@ class Cutout(DataLayer):
             paper cuts out normalized images, so 0 is the dataset mean).
         data_format: `"channels_last"`, `"channels_first"` or `None` (the
             value of `keras.config.image_data_format()`).
-        seed: int or `None`, the seed of the layer's random generator.
+        seed: int in [0, 2**31 - 1] or `None`, the seed of the layer's
+            random generator.
         **kwargs: base layer keyword arguments, such as `name` and `dtype`.
 
     Call arguments:
@@ -75,7 +76,7 @@ class Cutout(DataLayer):
         fill_value: float = 0.0,
         data_format: str | None = None,
         seed: int | None = None,
-        **kwargs,
+        **kwargs: Any,
     ):
         super().__init__(**kwargs)
         self.length = _validation.validate_length(length)

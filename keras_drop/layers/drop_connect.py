@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import keras
 from keras import ops
 
@@ -27,7 +29,8 @@ class DropConnectDense(RateProperty, ScheduledStrength, keras.layers.Dense):
         units: positive int, the output dimension.
         rate: float in [0, 1), the probability that a kernel entry is
             dropped.
-        seed: int or `None`, the seed of the layer's random generator.
+        seed: int in [0, 2**31 - 1] or `None`, the seed of the layer's
+            random generator.
         **kwargs: every other `keras.layers.Dense` argument (`activation`,
             `use_bias`, initializers, regularizers, constraints, `name`,
             `dtype`, ...).
@@ -52,7 +55,9 @@ class DropConnectDense(RateProperty, ScheduledStrength, keras.layers.Dense):
           "Regularization of Neural Networks using DropConnect".
     """
 
-    def __init__(self, units: int, rate: float, *, seed: int | None = None, **kwargs):
+    def __init__(
+        self, units: int, rate: float, *, seed: int | None = None, **kwargs: Any
+    ):
         super().__init__(units, **kwargs)
         self._init_strength(rate, seed)
 

@@ -32,7 +32,8 @@ class DropPath(RateLayer):
         rate: float in [0, 1), the probability that a sample is dropped.
         scale_by_keep: if `True` (default), kept samples are scaled by
             1 / (1 - rate).
-        seed: int or `None`, the seed of the layer's random generator.
+        seed: int in [0, 2**31 - 1] or `None`, the seed of the layer's
+            random generator.
         **kwargs: base layer keyword arguments, such as `name` and `dtype`.
 
     Call arguments:
@@ -64,7 +65,7 @@ class DropPath(RateLayer):
         *,
         scale_by_keep: bool = True,
         seed: int | None = None,
-        **kwargs,
+        **kwargs: Any,
     ):
         super().__init__(rate, seed=seed, **kwargs)
         self.scale_by_keep = _validation.validate_bool(scale_by_keep, "scale_by_keep")
@@ -120,7 +121,8 @@ class StochasticDepth(RateLayer):
         rate: float in [0, 1), the probability that the residual is dropped.
         mode: `"batch"` (default) or `"row"`.
         rescale_at: `"inference"` (default) or `"training"`, see above.
-        seed: int or `None`, the seed of the layer's random generator.
+        seed: int in [0, 2**31 - 1] or `None`, the seed of the layer's
+            random generator.
         **kwargs: base layer keyword arguments, such as `name` and `dtype`.
 
     Call arguments:
@@ -152,7 +154,7 @@ class StochasticDepth(RateLayer):
         mode: str = "batch",
         rescale_at: str = "inference",
         seed: int | None = None,
-        **kwargs,
+        **kwargs: Any,
     ):
         super().__init__(rate, seed=seed, **kwargs)
         self.mode = _validation.validate_choice(mode, ("batch", "row"), "mode")
@@ -256,7 +258,8 @@ class StochasticDepthBlock(RateLayer):
         shortcut: a `keras.layers.Layer` for a projection shortcut, or
             `None` (default) for the identity.
         rescale_at: `"inference"` (default) or `"training"`, see above.
-        seed: int or `None`, the seed of the layer's random generator.
+        seed: int in [0, 2**31 - 1] or `None`, the seed of the layer's
+            random generator.
         **kwargs: base layer keyword arguments, such as `name` and `dtype`.
 
     Call arguments:
@@ -297,7 +300,7 @@ class StochasticDepthBlock(RateLayer):
         shortcut: keras.layers.Layer | None = None,
         rescale_at: str = "inference",
         seed: int | None = None,
-        **kwargs,
+        **kwargs: Any,
     ):
         super().__init__(rate, seed=seed, **kwargs)
         self.supports_masking = False

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import keras
 
 from keras_drop import _validation
@@ -48,7 +50,8 @@ class UniformDropout(DropLayer):
     Args:
         beta: float >= 0, the half-width of the uniform noise. Values above
             1 allow negative multipliers; the paper uses 0.1 to 0.5.
-        seed: int or `None`, the seed of the layer's random generator.
+        seed: int in [0, 2**31 - 1] or `None`, the seed of the layer's
+            random generator.
         **kwargs: base layer keyword arguments, such as `name` and `dtype`.
 
     Call arguments:
@@ -76,7 +79,7 @@ class UniformDropout(DropLayer):
 
     _strength_name = "beta"
 
-    def __init__(self, beta: float, *, seed: int | None = None, **kwargs):
+    def __init__(self, beta: float, *, seed: int | None = None, **kwargs: Any):
         super().__init__(beta, seed=seed, **kwargs)
 
     def _validate_strength(self, value):
