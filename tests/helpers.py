@@ -9,6 +9,10 @@ calls.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import keras
@@ -228,3 +232,35 @@ def zero_fraction(y_true: Any, y_pred: Any) -> Any:
     zero-weighted term gives the optimizer a zero gradient)."""
     fraction = ops.mean(ops.cast(ops.equal(y_pred, 0.0), "float32"))
     return fraction + 0.0 * ops.mean(y_pred)
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_in_fresh_process(
+    args: list[str], *, env: dict[str, str] | None = None, timeout: float = 600
+) -> str:
+    """Run `python ARGS` from the repository root in a new interpreter on
+    the current backend (this checkout's `keras_drop` first on the path);
+    fail with its output if it fails. Returns its stdout."""
+    path = [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
+    environment = {
+        **os.environ,
+        "KERAS_BACKEND": BACKEND,
+        "PYTHONPATH": os.pathsep.join(path),
+        "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"),
+        **(env or {}),
+    }
+    result = subprocess.run(
+        [sys.executable, *args],
+        cwd=ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert result.returncode == 0, (
+        f"python {' '.join(args)} exited with {result.returncode}:\n"
+        f"{result.stdout[-2000:]}\n{result.stderr[-6000:]}"
+    )
+    return result.stdout
