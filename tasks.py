@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 BACKENDS = ("tensorflow", "jax", "torch")
-EXTRAS = "tensorflow,jax,torch,test,demo"
+EXTRAS = "tensorflow,jax,torch,test,demo,onnx"
 
 
 def venv_python() -> Path:
