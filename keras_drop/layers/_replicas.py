@@ -19,7 +19,9 @@ on every replica. On one device, in a cross-replica context and on the JAX
 and PyTorch backends the seeds are Keras' own, unchanged, and TensorFlow is
 not imported. JAX's `keras.distribution.DataParallel` needs nothing: it
 runs one SPMD program over the batch-sharded global batch, so a mask drawn
-for the global batch already differs from shard to shard.
+per sample for the global batch already differs from shard to shard (and a
+draw made once per batch is made once for the global batch, as on one
+device).
 """
 
 from __future__ import annotations
