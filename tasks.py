@@ -42,7 +42,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 BACKENDS = ("tensorflow", "jax", "torch")
-EXTRAS = "tensorflow,jax,torch,test,demo,docs,dev"
+EXTRAS = "tensorflow,jax,torch,test,demo,docs,dev,onnx"
 PACKAGE = "keras_drop"
 # The wheel is tested as users install it: one backend, the tests of the
 # installed package (every module imported, every public name at work) and

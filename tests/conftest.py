@@ -1,7 +1,9 @@
 """Test session setup: one backend per pytest run, chosen by KERAS_BACKEND.
 
 Markers:
-    backends(*names): run only on these backends, skip elsewhere.
+    backends(*names, reason=...): run only on these backends, skip elsewhere
+        saying why. A test inside a marked module or class must pass every
+        marker on its way.
     gpu: needs a GPU; skipped unless `--gpu` is given.
 
 `--gpu` makes the run fail at start when the current backend sees no GPU, so
@@ -58,7 +60,8 @@ def pytest_addoption(parser):
 
 def pytest_configure(config):
     config.addinivalue_line(
-        "markers", "backends(*names): run only on the named Keras backends"
+        "markers",
+        "backends(*names, reason=None): run only on the named Keras backends",
     )
     config.addinivalue_line("markers", "gpu: needs a GPU (run with --gpu)")
 
@@ -106,9 +109,14 @@ def pytest_report_header(config):
 def pytest_collection_modifyitems(config, items):
     run_gpu = config.getoption("--gpu")
     for item in items:
-        marker = item.get_closest_marker("backends")
-        if marker is not None and BACKEND not in marker.args:
-            item.add_marker(pytest.mark.skip(reason=f"only for backends {marker.args}"))
+        # The module's marker first, then the class's, then the test's.
+        for marker in reversed(list(item.iter_markers("backends"))):
+            if BACKEND not in marker.args:
+                reason = f"only for backends {marker.args}"
+                if marker.kwargs.get("reason"):
+                    reason = f"{reason}: {marker.kwargs['reason']}"
+                item.add_marker(pytest.mark.skip(reason=reason))
+                break
         if item.get_closest_marker("gpu") is not None and not run_gpu:
             item.add_marker(pytest.mark.skip(reason="needs --gpu"))
 

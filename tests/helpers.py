@@ -10,6 +10,10 @@ calls.
 from __future__ import annotations
 
 import itertools
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import keras
@@ -265,3 +269,33 @@ def is_union_of_blocks(
             (slice(None),) + tuple(slice(b - 1, 1 - b or None) for b in block)
         ]
     return np.array_equal(covered, dropped)
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_in_fresh_process(
+    args: list[str], *, env: dict[str, str] | None = None, timeout: float = 600
+) -> str:
+    """Run `python ARGS` from the repository root in a new interpreter on
+    the current backend (this checkout's `keras_drop` first on the path);
+    fail with its output if it fails. Returns its stdout."""
+    path = [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
+    environment = {
+        **os.environ,
+        "KERAS_BACKEND": BACKEND,
+        "PYTHONPATH": os.pathsep.join(path),
+        "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"),
+        **(env or {}),
+    }
+    result = subprocess.run(
+        [sys.executable, *args],
+        cwd=ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert result.returncode == 0, (
+        f"python {' '.join(args)} exited with {result.returncode}:\n"
+        f"{result.stdout[-2000:]}\n{result.stderr[-6000:]}"
+    )
+    return result.stdout

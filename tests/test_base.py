@@ -9,6 +9,7 @@ from keras import ops
 
 import keras_drop
 from keras_drop.layers._base import ScheduledStrength
+from keras_drop.layers._replicas import SeedGenerator
 from tests.helpers import JIT_COMPILE, Ones, bits, to_numpy, zero_fraction
 
 
@@ -132,3 +133,36 @@ def test_invalid_assignment_names_the_argument_and_keeps_the_value():
     uniform = keras_drop.UniformDropout(0.2)
     with pytest.raises(ValueError, match="`beta`.*beta=-1"):
         uniform.beta = -1
+
+
+# --------------------------------------------------------------------------
+# Seeds and configs every layer shares.
+
+
+def test_seeds_on_one_device_are_keras_own():
+    # The replica fold-in (keras_drop.layers._replicas) changes nothing
+    # outside a multi-replica strategy: the masks one device draws are the
+    # ones a `keras.random.SeedGenerator` would give.
+    ours, theirs = SeedGenerator(42), keras.random.SeedGenerator(42)
+    for _ in range(3):
+        np.testing.assert_array_equal(to_numpy(ours.next()), to_numpy(theirs.next()))
+    for layer in (keras_drop.DropPath(0.1), keras_drop.Cutout(4)):
+        assert isinstance(layer.seed_generator, SeedGenerator)
+
+
+@pytest.mark.parametrize(
+    "cls, config, argument",
+    [
+        (keras_drop.DropPath, {"rate": 2.0}, "rate"),
+        (keras_drop.UniformDropout, {"beta": -1.0}, "beta"),
+        (keras_drop.DropConnectDense, {"units": 2, "rate": 1.0}, "rate"),
+        (keras_drop.Cutout, {"length": 0}, "length"),
+        (keras_drop.DropBlock2D, {"rate": 0.1, "block_size": 3, "mode": 1}, "mode"),
+    ],
+)
+def test_from_config_raises_the_argument_error(cls, config, argument):
+    # Keras' from_config would turn it into a TypeError "could not be
+    # deserialized"; a saved model with a bad value must say which value.
+    with pytest.raises(ValueError, match=f"`{argument}`|'{argument}'") as error:
+        cls.from_config({**config, "name": "bad"})
+    assert "'bad'" in str(error.value)

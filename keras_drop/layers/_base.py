@@ -11,6 +11,10 @@ input and TensorFlow captures it by reference), but not of `layer.weights`,
 so it is never written to a `.keras` file and not counted by `summary()`.
 The configured rate (the constructor argument) stays a Python float and is
 what `get_config()` returns; a scheduler changes only the variable.
+
+Seeds come from `keras_drop.layers._replicas.SeedGenerator`, Keras' own
+generator that draws a different seed on each replica of a `tf.distribute`
+strategy (Keras' own gives every replica the same seed, so the same mask).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from typing import Any
 import keras
 
 from keras_drop import _validation
+from keras_drop.layers._replicas import SeedGenerator
 
 
 class _StateHolder:
@@ -31,7 +36,32 @@ class _StateHolder:
         self.variable = variable
 
 
-class ScheduledStrength:
+class ArgumentErrorsOnLoad:
+    """Mixin: a bad argument in a saved config raises the constructor's
+    `ValueError` when the layer is deserialized.
+
+    Keras' `Operation.from_config` turns every exception the constructor
+    raises into a `TypeError` ("could not be deserialized properly") that a
+    functional model's loader wraps again, so a `.keras` file whose config
+    holds `rate=2.0` would read as a broken file. The `ValueError` that names
+    the argument and the value is raised instead, with the layer's name.
+    """
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]):
+        try:
+            return super().from_config(config)
+        except TypeError as error:
+            cause = error.__context__
+            if not isinstance(cause, ValueError):
+                raise
+            name = config.get("name")
+            raise ValueError(
+                f"{cause} (in the config of {cls.__name__} {name!r})"
+            ) from cause
+
+
+class ScheduledStrength(ArgumentErrorsOnLoad):
     """Mixin for a random Keras layer with one schedulable strength argument.
 
     The strength is a drop probability `rate` in [0, 1) (or `beta` for
@@ -47,7 +77,7 @@ class ScheduledStrength:
 
     def _init_strength(self, strength: Any, seed: int | None) -> None:
         self.seed = _validation.validate_seed(seed)
-        self.seed_generator = keras.random.SeedGenerator(self.seed)
+        self.seed_generator = SeedGenerator(self.seed)
         value = self._validate_strength(strength)
         with keras.name_scope(self.name, caller=self):
             variable = keras.Variable(

@@ -8,11 +8,13 @@ import keras
 
 from keras_drop import _validation
 from keras_drop import ops as drop_ops
+from keras_drop.layers._base import ArgumentErrorsOnLoad
 from keras_drop.layers._keras_internals import DataLayer, called_on_its_own
+from keras_drop.layers._replicas import SeedGenerator
 
 
 @keras.saving.register_keras_serializable(package="keras_drop")
-class Cutout(DataLayer):
+class Cutout(ArgumentErrorsOnLoad, DataLayer):
     """Cutout: fills `n_holes` square patches of each image with `fill_value`.
 
     The paper's semantics (not `keras.layers.RandomErasing`'s): each image
@@ -84,11 +86,11 @@ class Cutout(DataLayer):
         self.fill_value = _validation.validate_finite(fill_value, "fill_value")
         self.data_format = _validation.standardize_data_format(data_format)
         self.seed = _validation.validate_seed(seed)
-        self.seed_generator = keras.random.SeedGenerator(self.seed)
+        self.seed_generator = SeedGenerator(self.seed)
         self.supports_masking = False
 
     @property
-    def generator(self) -> keras.random.SeedGenerator:
+    def generator(self) -> SeedGenerator:
         # The name `DataLayer` looks up; a property, so the generator is
         # tracked once, as `seed_generator`.
         return self.seed_generator

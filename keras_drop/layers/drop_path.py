@@ -427,7 +427,7 @@ class StochasticDepthBlock(RateLayer):
             config["shortcut"] = keras.saving.deserialize_keras_object(
                 config["shortcut"]
             )
-        return cls(**config)
+        return super().from_config(config)
 
 
 def _conditional_is_slow() -> bool:
