@@ -27,6 +27,9 @@ after. Recalibration uses the training images only.
     python benchmarks/batchnorm_shift.py --uout --dropout-at after-pool
     python benchmarks/batchnorm_shift.py --epochs 100
 
+The data, the model and the training are `keras_drop.demo`'s (`digits`,
+`cnn`, `run`), which also puts this collapse in the demo's table.
+
 Run it with the project's virtualenv (`.venv/bin/python`); the backend is
 `KERAS_BACKEND`'s. Needs scikit-learn (the `demo` extra); nothing is
 downloaded. Prints a Markdown table.
@@ -35,9 +38,9 @@ downloaded. Prints a Markdown table.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import platform
-import statistics
 import sys
 import time
 
@@ -48,86 +51,25 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import keras_drop  # noqa: E402
+from keras_drop.demo import (  # noqa: E402
+    MOMENTUM,
+    TRAIN_SIZE,
+    cnn,
+    mean_std,
+    run,
+    shifts,
+)
 
-TRAIN_SIZE = 300
-# Keras' default momentum (0.99) leaves moving statistics far from the
-# weights of a run this short; 0.9 is what such a run needs (see SPEC).
-MOMENTUM = 0.9
 RATE = 0.2
 # Uout's noise variance beta^2 / 3 equals Dropout's p / (1 - p).
 BETA = float(np.sqrt(3 * RATE / (1 - RATE)))
 VARIANTS = {
     "no dropout": None,
-    f"Dropout({RATE})": lambda seed: keras.layers.Dropout(RATE, seed=seed),
-    f"UniformDropout({BETA:.3f})": lambda seed: keras_drop.UniformDropout(
+    f"Dropout({RATE})": lambda stage, seed: keras.layers.Dropout(RATE, seed=seed),
+    f"UniformDropout({BETA:.3f})": lambda stage, seed: keras_drop.UniformDropout(
         BETA, seed=seed
     ),
 }
-
-
-def digits(seed: int) -> tuple[np.ndarray, ...]:
-    """300 training and 1,497 test images, 32x32x1 in [0, 1]."""
-    from sklearn.datasets import load_digits
-
-    data = load_digits()
-    # 8x8 -> 32x32 by repeating each pixel 4x4: exact on every backend.
-    images = np.repeat(np.repeat(data.images, 4, axis=1), 4, axis=2)
-    images = (images / 16.0).astype("float32")[..., None]
-    order = np.random.default_rng(seed).permutation(len(images))
-    train, test = order[:TRAIN_SIZE], order[TRAIN_SIZE:]
-    return images[train], data.target[train], images[test], data.target[test]
-
-
-def cnn(noise, seed: int, dropout_at: str = "before-pool") -> keras.Model:
-    inputs = keras.Input((32, 32, 1))
-    x = inputs
-    for stage, filters in enumerate((16, 32, 64), start=1):
-        x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
-        x = keras.layers.BatchNormalization(momentum=MOMENTUM, name=f"bn{stage}")(x)
-        x = keras.layers.ReLU()(x)
-        if noise is not None and dropout_at == "before-pool":
-            x = noise(seed + stage)(x)
-        x = keras.layers.MaxPooling2D()(x)
-        if noise is not None and dropout_at == "after-pool":
-            x = noise(seed + stage)(x)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    return keras.Model(inputs, keras.layers.Dense(10)(x))
-
-
-def accuracy(model: keras.Model, x: np.ndarray, y: np.ndarray) -> float:
-    logits = model.predict(x, batch_size=256, verbose=0)
-    return float(np.mean(np.argmax(logits, axis=-1) == y))
-
-
-def run(name: str, seed: int, epochs: int, dropout_at: str) -> dict:
-    keras.utils.set_random_seed(seed)
-    x_train, y_train, x_test, y_test = digits(seed)
-    model = cnn(VARIANTS[name], seed, dropout_at)
-    model.compile(
-        keras.optimizers.Adam(2e-3),
-        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-    )
-    model.fit(x_train, y_train, batch_size=32, epochs=epochs, verbose=0)
-    result = {
-        "before": accuracy(model, x_test, y_test),
-        "shift_before": keras_drop.variance_shift(model, x_train),
-    }
-    keras_drop.recalibrate_batchnorm(model, x_train)
-    result["after"] = accuracy(model, x_test, y_test)
-    result["shift_after"] = keras_drop.variance_shift(model, x_train)
-    return result
-
-
-def mean_std(values: list[float]) -> str:
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.3f} ± {std:.3f}"
-
-
-def shifts(results: list[dict], key: str) -> str:
-    names = list(results[0][key])
-    return " / ".join(
-        f"{statistics.mean(r[key][n] for r in results):.2f}" for n in names
-    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -165,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         results = []
         for seed in args.seeds:
-            result = run(name, seed, args.epochs, args.dropout_at)
+            build = functools.partial(cnn, VARIANTS[name], dropout_at=args.dropout_at)
+            result = run(build, seed, args.epochs)
             results.append(result)
             print(
                 f"{name:<22} seed {seed}: test accuracy {result['before']:.3f} -> "

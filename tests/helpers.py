@@ -269,6 +269,8 @@ def is_union_of_blocks(
             (slice(None),) + tuple(slice(b - 1, 1 - b or None) for b in block)
         ]
     return np.array_equal(covered, dropped)
+
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -1,0 +1,57 @@
+"""The notebooks and the demo run: every notebook in `notebooks/` is executed
+from top to bottom with few epochs, and the demo's quick run writes its
+pictures. On one backend: what they exercise is tested per backend elsewhere.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import nbclient
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+
+
+@pytest.fixture(scope="module")
+def jax_cache(tmp_path_factory):
+    """A compilation cache the notebooks' kernels share: compiling is most
+    of what a two-epoch run costs under JAX, and the models of a notebook
+    (and the probes `variance_shift` builds) compile the same computations
+    again."""
+    return tmp_path_factory.mktemp("jax-cache")
+
+
+@pytest.mark.backends("jax")
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.stem)
+def test_notebook_runs(path, monkeypatch, jax_cache):
+    # The kernel inherits this process's environment: KERAS_BACKEND, the
+    # checkout on the path, and few epochs.
+    monkeypatch.setenv("KERAS_DROP_NOTEBOOK_EPOCHS", "2")
+    path_entries = [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(path_entries))
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(jax_cache))
+    monkeypatch.setenv("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+    notebook = nbformat.read(path, as_version=4)
+    client = nbclient.NotebookClient(
+        notebook,
+        timeout=300,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(ROOT)}},
+    )
+    client.execute()  # raises CellExecutionError on the first failing cell
+
+
+@pytest.mark.backends("tensorflow")
+def test_demo_quick_run(tmp_path, capsys):
+    from keras_drop import demo
+
+    assert demo.main(["--quick", "--output", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    assert "| Dropout(0.2) before BN |" in printed
+    for name in ("learning_curves.png", "mask_gallery.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
