@@ -14,9 +14,9 @@ import datetime
 
 import keras
 import numpy as np
+from _common import machine
 
 import keras_drop
-from _common import machine
 
 CASES = ((56, 7), (16, 8))
 RATES = (0.05, 0.1, 0.2, 0.3)
@@ -24,7 +24,9 @@ CHANNELS = 16
 
 
 def realized(size: int, block: int, rate: float, exact: bool, units: int) -> float:
-    x = keras.ops.ones((max(1, units // (size * size * CHANNELS)), size, size, CHANNELS))
+    x = keras.ops.ones(
+        (max(1, units // (size * size * CHANNELS)), size, size, CHANNELS)
+    )
     layer = keras_drop.DropBlock2D(rate, block, exact_rate=exact, seed=0)
     y = keras.ops.convert_to_numpy(layer(x, training=True))
     return float(np.mean(y == 0))
