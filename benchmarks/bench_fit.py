@@ -16,9 +16,20 @@ Studies:
     scheduler  no scheduler vs DropRateScheduler per step (the rate changes
                before every step) vs per epoch; DropBlock2D and
                StochasticDepth in every block.
+    overhead   what the regularizers cost in a model: no regularizer vs
+               Cutout(8) on the input, DropBlock2D(0.1, 3) closing every
+               block of the last two of four stages (stages halve the map:
+               32, 16, 8, 4) and StochasticDepth with the linear decay to
+               0.2 on every block, as the papers place them.
+
+Besides the step time, each variant reports the peak resident memory of
+the process (VmRSS sampled every 5 ms) during its timed epochs; all the
+variants' models are built before the first is trained, so each peak
+holds the same models and data.
 
     python benchmarks/bench_fit.py skip                  # every backend
     python benchmarks/bench_fit.py scheduler --backend jax --blocks 4
+    python benchmarks/bench_fit.py overhead --blocks 8
 """
 
 from __future__ import annotations
@@ -27,18 +38,20 @@ import argparse
 import json
 import statistics
 import sys
+import threading
 import time
 
 from _common import BACKENDS, machine, run_worker
 
-STUDIES = ("skip", "scheduler")
+STUDIES = ("skip", "scheduler", "overhead")
 
 
-def residual_cnn(blocks: int, channels: int, block_factory) -> object:
+def residual_cnn(blocks: int, channels: int, block_factory, augment=None) -> object:
     import keras
 
     inputs = keras.Input((32, 32, 3))
-    x = keras.layers.Conv2D(channels, 3, padding="same")(inputs)
+    x = inputs if augment is None else augment(inputs)
+    x = keras.layers.Conv2D(channels, 3, padding="same")(x)
     for index in range(blocks):
         x = block_factory(index, x)
     x = keras.layers.GlobalAveragePooling2D()(x)
@@ -63,8 +76,37 @@ def conv_branch(channels: int, dropblock: bool = False):
 
 
 def variants(study: str, blocks: int, channels: int) -> dict:
-    """name -> (model factory, callbacks factory)."""
+    """name -> (block factory, callbacks factory, input augmentation)."""
+    import keras
+
     import keras_drop
+
+    if study == "overhead":
+        per_stage = max(1, blocks // 4)
+        overhead_rates = keras_drop.stochastic_depth_rates(blocks, 0.2)
+
+        def staged(regularized):
+            def block(index, x):
+                stage = index // per_stage
+                if index and index % per_stage == 0 and x.shape[1] > 1:
+                    x = keras.layers.MaxPooling2D()(x)
+                dropblock = regularized and stage >= 2
+                branch = conv_branch(channels, dropblock=dropblock)(x)
+                if not regularized:
+                    return keras.layers.Add()([x, branch])
+                rate = overhead_rates[index]
+                return keras_drop.StochasticDepth(rate, seed=index)([x, branch])
+
+            return block
+
+        return {
+            "no regularizer": (staged(False), list, None),
+            "Cutout + DropBlock2D + StochasticDepth": (
+                staged(True),
+                list,
+                keras_drop.Cutout(8, seed=0),
+            ),
+        }
 
     rates = keras_drop.stochastic_depth_rates(blocks, 0.5)
 
@@ -84,20 +126,51 @@ def variants(study: str, blocks: int, channels: int) -> dict:
 
     if study == "skip":
         return {
-            "StochasticDepth (multiply)": (multiply, list),
-            "StochasticDepthBlock (skip)": (skip, list),
+            "StochasticDepth (multiply)": (multiply, list, None),
+            "StochasticDepthBlock (skip)": (skip, list, None),
         }
     return {
-        "no scheduler": (scheduled, list),
+        "no scheduler": (scheduled, list, None),
         "DropRateScheduler per step": (
             scheduled,
             lambda: [keras_drop.DropRateScheduler()],
+            None,
         ),
         "DropRateScheduler per epoch": (
             scheduled,
             lambda: [keras_drop.DropRateScheduler(update_freq="epoch")],
+            None,
         ),
     }
+
+
+class PeakRSS:
+    """The process's peak resident memory while the context is open,
+    sampled from /proc/self/status (Linux) by a thread; 0 elsewhere."""
+
+    def __enter__(self):
+        self.peak_mib = 0.0
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._done.set()
+        self._thread.join()
+
+    def _sample(self):
+        while True:
+            try:
+                with open("/proc/self/status") as f:
+                    for line in f:
+                        if line.startswith("VmRSS:"):
+                            rss = int(line.split()[1]) / 1024
+                            self.peak_mib = max(self.peak_mib, rss)
+            except OSError:
+                return
+            if self._done.wait(0.005):
+                return
 
 
 def bench_backend(study: str, blocks: int, channels: int, steps: int) -> list[dict]:
@@ -122,19 +195,23 @@ def bench_backend(study: str, blocks: int, channels: int, steps: int) -> list[di
     x = rng.normal(size=(64 * per_round, 32, 32, 3)).astype("float32")
     y = rng.integers(0, 10, size=(64 * per_round,))
     models = {}
-    for name, (block, callbacks) in variants(study, blocks, channels).items():
+    for name, (block, callbacks, augment) in variants(study, blocks, channels).items():
         keras.utils.set_random_seed(0)
-        model = residual_cnn(blocks, channels, block)
+        model = residual_cnn(blocks, channels, block, augment)
         model.compile(
             keras.optimizers.SGD(0.01, momentum=0.9),
             keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         )
         models[name] = (model, callbacks, StepTimes())
+    peaks = dict.fromkeys(models, 0.0)
 
     def fit(name, timed):
         model, callbacks, timer = models[name]
         extra = [timer] if timed else []
-        model.fit(x, y, batch_size=64, verbose=0, callbacks=[*callbacks(), *extra])
+        with PeakRSS() as rss:
+            model.fit(x, y, batch_size=64, verbose=0, callbacks=[*callbacks(), *extra])
+        if timed:
+            peaks[name] = max(peaks[name], rss.peak_mib)
 
     for name in models:  # compile and warm up
         fit(name, timed=False)
@@ -150,6 +227,7 @@ def bench_backend(study: str, blocks: int, channels: int, steps: int) -> list[di
                 "variant": name,
                 "step_ms": 1e3 * statistics.median(timer.times),
                 "steps": len(timer.times),
+                "peak_rss_mib": peaks[name],
             }
         )
         print(f"{rows[-1]}", file=sys.stderr, flush=True)
@@ -183,11 +261,14 @@ def main() -> None:
         f"{args.channels}-channel convs, 32x32x3, batch 64; median of "
         f"{args.steps} or more steps per variant after a warm-up epoch\n"
     )
-    print("| backend | variant | step ms | ratio |\n|---|---|---:|---:|")
+    print(
+        "| backend | variant | step ms | ratio | peak RSS MiB |\n"
+        "|---|---|---:|---:|---:|"
+    )
     for r in rows:
         print(
             f"| {r['backend']} | {r['variant']} | {r['step_ms']:.1f} "
-            f"| {r['ratio']:.2f} |"
+            f"| {r['ratio']:.2f} | {r['peak_rss_mib']:.0f} |"
         )
     if args.json:
         with open(args.json, "w") as f:
