@@ -46,7 +46,8 @@ EXTRAS = "tensorflow,jax,torch,test,demo,docs,dev,onnx"
 PACKAGE = "keras_drop"
 # The wheel is tested as users install it: one backend, the tests of the
 # installed package (every module imported, every public name at work) and
-# the property tests (every layer on random arguments).
+# the property tests (every layer on random arguments; four examples each,
+# as the suite's own runs check the properties with more).
 WHEEL_BACKEND = "jax"
 WHEEL_EXTRAS = f"{WHEEL_BACKEND},test"
 WHEEL_TESTS = ("tests/test_package.py", "tests/test_properties.py")
@@ -237,6 +238,7 @@ def start_wheel_tests(wheel: Path, tmp: Path, check: Check) -> subprocess.Popen 
         "--rootdir",
         str(workdir),
         f"--junitxml={tmp / 'wheel.xml'}",
+        "--hypothesis-profile=installed",
         *WHEEL_TESTS,
     ]
     log = open(tmp / "wheel.log", "w")

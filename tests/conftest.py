@@ -15,8 +15,10 @@ imported from under DIR, not from the checkout.
 
 Hypothesis profiles (`--hypothesis-profile NAME`): "ci", the default, runs
 few examples per property, the same ones on every run (derandomized), so the
-suite stays fast and a failure reproduces; "thorough" searches hundreds of
-fresh examples per property.
+suite stays fast and a failure reproduces; "installed" runs four of them,
+for the run against the built wheel, which checks the packaging (the main
+runs have already checked the properties); "thorough" searches hundreds
+of fresh examples per property.
 """
 
 import os
@@ -33,6 +35,15 @@ BACKEND = keras.backend.backend()
 settings.register_profile(
     "ci",
     max_examples=12,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile(
+    "installed",
+    max_examples=4,
     deadline=None,
     derandomize=True,
     database=None,
