@@ -303,11 +303,16 @@ def _sparse_gamma_limit(positions: int, cap: int) -> float:
     than one truncated map in 10^9, and a truncated map loses only the
     seeds past the cap. With n = 2500 (56x56, block 7) and cap 79 that is
     about 40 expected seeds per map, gamma ~ 0.016, the gamma of rate 0.53;
-    larger gammas take the dense path. Static: computed once per shape.
+    larger gammas take the dense path (as do gammas past 1 - (1 - 1/n)^n,
+    where q would exceed 1). Static: computed once per shape.
     """
     n, k = float(positions), float(cap + 1)
+    # q <= 1 (a valid Binomial probability) needs gamma <= 1 - (1 - 1/n)^n,
+    # about 0.63 on large maps; on maps of a few positions the cap holds
+    # every position and this is the only limit.
+    q_limit = -float(np.expm1(n * np.log1p(-1.0 / n))) if n > 1 else 1.0
     if k > n:
-        return 1.0
+        return q_limit
     target = -np.log(_SPARSE_TAIL)
     a = k / n
 
@@ -324,7 +329,7 @@ def _sparse_gamma_limit(positions: int, cap: int) -> float:
             low = mid
     q = low
     # gamma from q: 1 - gamma = (1 - q/n)^n (see `_sparse_seeds`).
-    return float(-np.expm1(n * np.log1p(-q / n)))
+    return min(q_limit, float(-np.expm1(n * np.log1p(-q / n))))
 
 
 class _DrawnSeed(keras.random.SeedGenerator):
