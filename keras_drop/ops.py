@@ -248,9 +248,9 @@ def _mask_construction(
     - torch: dense sampling and the box filter; its CPU max-pool is slow
       and Keras' torch scatter loops in Python.
 
-    Sparse sampling applies when the map is large (at least
-    `_SPARSE_MIN_POSITIONS` valid positions) and every size but the batch
-    is static; it falls back to dense draws at run time when gamma is too
+    Sparse sampling applies to per-channel masks whose maps are large (at
+    least `_SPARSE_MIN_POSITIONS` valid positions) when every size but the
+    batch is static; it falls back to dense draws at run time when gamma is too
     large for its static cap (see `_sparse_gamma_limit`). With a dynamic
     spatial size every backend samples densely and max-pools (the one
     construction written for dynamic sizes, always correct).
@@ -281,8 +281,11 @@ def _sparse_applies(
     mask_shape: Sequence[Any], spatial_axes: Sequence[int], blocks: Sequence[int]
 ) -> bool:
     other = [a for a in range(1, len(mask_shape)) if a not in spatial_axes]
+    # A shared-channel mask (one map per sample) is C times smaller: dense
+    # draws took 6 ms, sparse 20 ms on JAX for (32, 56, 56, 1), block 7.
     return (
         all(isinstance(mask_shape[a], int) for a in other)
+        and all(mask_shape[a] > 1 for a in other)
         and _valid_positions(mask_shape, spatial_axes, blocks) >= _SPARSE_MIN_POSITIONS
     )
 
