@@ -1,5 +1,6 @@
 """DropBlock1D/2D/3D and keras_drop.ops.drop_block: behaviour, measured."""
 
+import math
 import re
 
 import keras
@@ -9,6 +10,7 @@ from keras import ops
 
 import keras_drop
 from keras_drop import DropBlock1D, DropBlock2D, DropBlock3D
+from keras_drop import ops as drop_ops
 from keras_drop.ops import _block_seed_probability
 from tests.helpers import (
     JIT_COMPILE,
@@ -21,6 +23,32 @@ from tests.helpers import (
 )
 
 LAYERS = {1: DropBlock1D, 2: DropBlock2D, 3: DropBlock3D}
+
+# Every mask construction `drop_block` can choose, whatever it picks on this
+# backend: behaviour tests taking the `construction` fixture run on each.
+CONSTRUCTIONS = [
+    (sampling, dilation)
+    for sampling in drop_ops._SAMPLINGS
+    for dilation in drop_ops._DILATIONS
+]
+
+
+# The dilations give identical masks from identical seeds (tested exactly
+# below), so the costly statistical tests run each sampling and each
+# dilation once.
+SAMPLING_CONSTRUCTIONS = [("dense", "max_pool"), ("sparse", "box")]
+
+
+@pytest.fixture(params=CONSTRUCTIONS, ids="-".join)
+def construction(request):
+    with drop_ops._force_construction(*request.param):
+        yield request.param
+
+
+@pytest.fixture(params=SAMPLING_CONSTRUCTIONS, ids="-".join)
+def sampling_construction(request):
+    with drop_ops._force_construction(*request.param):
+        yield request.param
 
 
 # --------------------------------------------------------------------------
@@ -220,9 +248,11 @@ def test_paper_gamma_is_the_closed_form_and_under_drops(sizes, blocks, rate):
         ((64,), 8, 0.05),
         ((8, 8, 8), 4, 0.1),
         ((8, 8, 8), 4, 0.5),
+        # Many seeds per map: sparse sampling falls back to dense draws.
+        ((64, 64), 2, 0.5),
     ],
 )
-def test_realized_rate_matches_rate(spatial, block, rate):
+def test_realized_rate_matches_rate(spatial, block, rate, sampling_construction):
     blocks = (block,) * len(spatial) if isinstance(block, int) else block
     # At least ~12k block seeds: the relative standard error is under 1%.
     units = int(12_000 * np.prod(blocks) / rate)
@@ -242,13 +272,122 @@ def test_realized_rate_paper_mode_matches_paper_expectation(spatial, block, rate
     assert realized < 0.97 * rate
 
 
-def test_block_larger_than_map_is_clipped():
+def test_block_larger_than_map_is_clipped(construction):
     # A 9x9 block on a 4x6 map is a 4x6 block: whole maps dropped w.p. rate.
     realized = realized_fraction((4, 6), 9, 0.3, units=1_000_000)
     assert realized == pytest.approx(0.3, rel=0.03)
     y = to_numpy(keras_drop.ops.drop_block(ops.ones((64, 4, 6, 8)), 0.3, 9, seed=1))
     per_map = (y == 0).mean(axis=(1, 2))
     assert set(np.unique(per_map)) <= {0.0, 1.0}
+
+
+# --------------------------------------------------------------------------
+# The mask constructions: same distribution, a safe cap on sparse seeds.
+
+
+def dropped_runs(maps):
+    """Lengths of the runs of dropped units along the last axis."""
+    edges = np.diff(np.pad(maps, [(0, 0)] * (maps.ndim - 1) + [(1, 1)]).astype(int))
+    return np.flatnonzero(edges == -1) - np.flatnonzero(edges == 1)
+
+
+def mask_statistics(spatial, block, rate, maps):
+    """Dropped fraction and run-length histograms (along each spatial axis)
+    of `maps` per-channel masks drawn with a fixed seed."""
+    x = ops.ones((maps // 8, *spatial, 8))
+    y = to_numpy(keras_drop.ops.drop_block(x, rate, block, seed=3)) == 0
+    y = np.moveaxis(y, -1, 1).reshape(-1, *spatial)
+    histograms = []
+    for axis in range(1, y.ndim):
+        runs = dropped_runs(np.moveaxis(y, axis, -1))
+        histograms.append(np.bincount(np.minimum(runs, 4 * max(spatial)), minlength=1))
+    return y.mean(), histograms
+
+
+def assert_same_distribution(counts_a, counts_b, z=5.0):
+    """Two histograms agree bin by bin (two-proportion z-test; bins with
+    few counts are pooled so the normal approximation holds)."""
+    size = max(len(counts_a), len(counts_b))
+    counts_a = np.pad(counts_a, (0, size - len(counts_a)))
+    counts_b = np.pad(counts_b, (0, size - len(counts_b)))
+    total_a, total_b = counts_a.sum(), counts_b.sum()
+    pooled_a = pooled_b = 0
+    for a, b in zip(counts_a, counts_b, strict=True):
+        pooled_a, pooled_b = pooled_a + a, pooled_b + b
+        if pooled_a + pooled_b < 200:
+            continue
+        p = (pooled_a + pooled_b) / (total_a + total_b)
+        se = math.sqrt(p * (1 - p) * (1 / total_a + 1 / total_b))
+        assert abs(pooled_a / total_a - pooled_b / total_b) < z * se + 1e-12
+        pooled_a = pooled_b = 0
+
+
+@pytest.mark.parametrize(
+    "spatial, block, rate",
+    [((56, 56), 7, 0.1), ((40, 48), (5, 9), 0.3), ((400,), 9, 0.2)],
+)
+def test_constructions_draw_identically_distributed_masks(spatial, block, rate):
+    statistics = {}
+    for construction in SAMPLING_CONSTRUCTIONS:
+        with drop_ops._force_construction(*construction):
+            statistics[construction] = mask_statistics(spatial, block, rate, 2048)
+    reference_rate, reference_runs = statistics[SAMPLING_CONSTRUCTIONS[0]]
+    assert reference_rate == pytest.approx(rate, rel=0.05)
+    for construction, (realized, runs) in statistics.items():
+        assert realized == pytest.approx(reference_rate, rel=0.05), construction
+        for counts, reference in zip(runs, reference_runs, strict=True):
+            assert_same_distribution(counts, reference)
+
+
+@pytest.mark.parametrize("sampling", drop_ops._SAMPLINGS)
+@pytest.mark.parametrize(
+    "shape, block, data_format",
+    [
+        ((4, 700, 3), 9, "channels_last"),
+        ((4, 3, 40, 36), (7, 5), "channels_first"),
+        ((2, 12, 14, 10, 2), 3, "channels_last"),
+        ((64, 1, 9, 9), 9, "channels_first"),
+    ],
+)
+def test_dilations_give_identical_masks_from_identical_seeds(
+    sampling, shape, block, data_format
+):
+    masks = []
+    for dilation in drop_ops._DILATIONS:
+        with drop_ops._force_construction(sampling, dilation):
+            y = keras_drop.ops.drop_block(
+                ops.ones(shape), 0.2, block, data_format=data_format, seed=4
+            )
+            masks.append(to_numpy(y) == 0)
+    assert masks[0].any()
+    np.testing.assert_array_equal(masks[0], masks[1])
+
+
+def binomial_tail(n, q, k):
+    """P(Binomial(n, q) > k), summed in log space (k is above the mean, so
+    the terms fall geometrically: those past 10 k are negligible)."""
+    terms = [
+        math.lgamma(n + 1)
+        - math.lgamma(i + 1)
+        - math.lgamma(n - i + 1)
+        + i * math.log(q)
+        + (n - i) * math.log1p(-q)
+        for i in range(k + 1, min(n, 10 * k) + 1)
+    ]
+    top = max(terms)
+    return math.exp(top) * sum(math.exp(t - top) for t in terms)
+
+
+@pytest.mark.parametrize("positions", [512, 700, 2500, 50 * 50 * 50, 10**6])
+def test_sparse_cap_is_exceeded_with_negligible_probability(positions):
+    cap = drop_ops._sparse_cap(positions)
+    gamma = drop_ops._sparse_gamma_limit(positions, cap)
+    assert 0.0 < gamma < 1.0
+    q = -positions * math.expm1(math.log1p(-gamma) / positions)
+    assert binomial_tail(positions, q, cap) <= drop_ops._SPARSE_TAIL
+    # And the limit is not needlessly low: the expected seeds use a good
+    # part of the cap.
+    assert positions * q > 0.25 * cap
 
 
 # --------------------------------------------------------------------------
@@ -266,7 +405,7 @@ def test_block_larger_than_map_is_clipped():
 )
 @pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
 def test_every_dropped_unit_lies_in_a_full_block(
-    spatial_rank, spatial, block, data_format
+    spatial_rank, spatial, block, data_format, construction
 ):
     channels = 3
     shape = (
@@ -284,7 +423,7 @@ def test_every_dropped_unit_lies_in_a_full_block(
 
 
 @pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
-def test_shared_channels_mask_is_identical_across_channels(data_format):
+def test_shared_channels_mask_is_identical_across_channels(data_format, construction):
     shape = (8, 20, 20, 6) if data_format == "channels_last" else (8, 6, 20, 20)
     layer = DropBlock2D(0.2, 5, shared_channels=True, data_format=data_format, seed=3)
     y = to_numpy(layer(ops.ones(shape), training=True)) == 0
@@ -294,7 +433,7 @@ def test_shared_channels_mask_is_identical_across_channels(data_format):
     assert 0.1 < y.mean() < 0.3
 
 
-def test_per_channel_masks_differ_across_channels():
+def test_per_channel_masks_differ_across_channels(construction):
     y = (
         to_numpy(DropBlock2D(0.2, 5, seed=3)(ops.ones((8, 20, 20, 6)), training=True))
         == 0
@@ -302,7 +441,7 @@ def test_per_channel_masks_differ_across_channels():
     assert not np.array_equal(y[..., 0], y[..., 1])
 
 
-def test_kept_units_scaled_by_count_over_kept():
+def test_kept_units_scaled_by_count_over_kept(construction):
     y = to_numpy(DropBlock2D(0.3, 4, seed=5)(ops.ones((16, 16, 16, 4)), training=True))
     kept = y[y != 0]
     assert np.allclose(kept, y.size / kept.size, rtol=1e-5)
@@ -320,7 +459,7 @@ def test_with_noise_fills_dropped_blocks_with_standard_normal_noise():
     assert abs(noise.mean()) < 0.02 and noise.std() == pytest.approx(1.0, rel=0.03)
 
 
-def test_mean_is_preserved():
+def test_mean_is_preserved(construction):
     rng = np.random.default_rng(0)
     x = rng.uniform(1.0, 2.0, (64, 28, 28, 8)).astype("float32")
     for kwargs in ({}, {"shared_channels": True}, {"with_noise": True}):
@@ -343,7 +482,7 @@ def test_inference_and_zero_rate_are_the_identity_bit_for_bit():
         np.testing.assert_array_equal(bits(zero(x, training=True)), bits(x))
 
 
-def test_same_seed_same_masks_successive_calls_differ():
+def test_same_seed_same_masks_successive_calls_differ(construction):
     assert_seed_behaviour(
         lambda seed: DropBlock2D(0.2, 3, seed=seed), ops.ones((4, 16, 16, 3))
     )
@@ -367,7 +506,7 @@ def test_tensor_rate_is_accepted():
 
 
 @pytest.mark.parametrize("spatial, block", [((2, 2), 3), ((1, 1), 1), ((3, 3), 2)])
-def test_no_nan_at_high_rate_on_tiny_maps(spatial, block):
+def test_no_nan_at_high_rate_on_tiny_maps(spatial, block, construction):
     layer = DropBlock2D(0.9, block, seed=0)
     saw_fully_dropped = False
     for _ in range(20):
