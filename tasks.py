@@ -219,31 +219,51 @@ def start_wheel_tests(wheel: Path, tmp: Path, check: Check) -> subprocess.Popen 
         ROOT / "tests", workdir / "tests", ignore=shutil.ignore_patterns("__pycache__")
     )
     env = {
-        **os.environ,
-        "KERAS_BACKEND": WHEEL_BACKEND,
-        "PYTHONUNBUFFERED": "1",
         # tests/conftest.py fails the run if keras_drop comes from elsewhere.
         "KERAS_DROP_EXPECT_INSTALLED_IN": str(venv),
     }
+    args = ["-c", str(ROOT / "pyproject.toml"), "--rootdir", str(workdir)]
+    args += ["--hypothesis-profile=installed", *WHEEL_TESTS]
+    return start_pytest(
+        python, "wheel", WHEEL_BACKEND, args, tmp, cwd=workdir, env=env, path=False
+    )
+
+
+def start_pytest(
+    python: Path,
+    name: str,
+    backend: str,
+    args: list[str],
+    tmp: Path,
+    *,
+    cwd: Path = ROOT,
+    env: dict[str, str] | None = None,
+    path: bool = True,
+) -> subprocess.Popen:
+    """Start `pytest ARGS` on `backend`, its output in `tmp/NAME.log` and its
+    report in `tmp/NAME.xml`. `path=False` drops PYTHONPATH, so nothing but
+    the interpreter's own packages can be imported."""
+    env = {
+        **os.environ,
+        "KERAS_BACKEND": backend,
+        "PYTHONUNBUFFERED": "1",
+        **(env or {}),
+    }
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    env.pop("PYTHONPATH", None)
+    if not path:
+        env.pop("PYTHONPATH", None)
     cmd = [
         str(python),
         "-m",
         "pytest",
         "-p",
         "no:cacheprovider",
-        "-c",
-        str(ROOT / "pyproject.toml"),
-        "--rootdir",
-        str(workdir),
-        f"--junitxml={tmp / 'wheel.xml'}",
-        "--hypothesis-profile=installed",
-        *WHEEL_TESTS,
+        f"--junitxml={tmp / name}.xml",
+        *args,
     ]
-    log = open(tmp / "wheel.log", "w")
-    print(f"[wheel] started: KERAS_BACKEND={WHEEL_BACKEND} {' '.join(cmd[1:])}")
-    return subprocess.Popen(cmd, cwd=workdir, env=env, stdout=log, stderr=log)
+    log = open(tmp / f"{name}.log", "w")
+    print(f"[{name}] started: KERAS_BACKEND={backend} {' '.join(cmd[1:])}", flush=True)
+    return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log, stderr=log)
 
 
 def run_tests(backends: list[str], pytest_args: list[str], release: bool) -> int:
@@ -256,27 +276,10 @@ def run_tests(backends: list[str], pytest_args: list[str], release: bool) -> int
     if release:
         checks.append(lint(python))
 
-    procs = {}
-    for backend in backends:
-        log = open(tmp / f"{backend}.log", "w")
-        env = {**os.environ, "KERAS_BACKEND": backend, "PYTHONUNBUFFERED": "1"}
-        env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        cmd = [
-            str(python),
-            "-m",
-            "pytest",
-            "-p",
-            "no:cacheprovider",
-            f"--junitxml={tmp / backend}.xml",
-            *pytest_args,
-        ]
-        procs[backend] = subprocess.Popen(
-            cmd, cwd=ROOT, env=env, stdout=log, stderr=log
-        )
-        print(
-            f"[{backend}] started: KERAS_BACKEND={backend} {' '.join(cmd[1:])}",
-            flush=True,
-        )
+    procs = {
+        backend: start_pytest(python, backend, backend, pytest_args, tmp)
+        for backend in backends
+    }
 
     runs = dict(procs)
     if release:

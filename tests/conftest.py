@@ -32,32 +32,17 @@ import keras_drop
 
 BACKEND = keras.backend.backend()
 
-settings.register_profile(
-    "ci",
-    max_examples=12,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    print_blob=True,
-    suppress_health_check=[HealthCheck.too_slow],
-)
-settings.register_profile(
-    "installed",
-    max_examples=4,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    print_blob=True,
-    suppress_health_check=[HealthCheck.too_slow],
-)
-settings.register_profile(
-    "thorough",
-    max_examples=300,
+# Shared by every profile: no deadline (first calls compile), no example
+# database, and the blob that reproduces a failure printed.
+_PROFILE = dict(
     deadline=None,
     database=None,
     print_blob=True,
     suppress_health_check=[HealthCheck.too_slow],
 )
+settings.register_profile("ci", max_examples=12, derandomize=True, **_PROFILE)
+settings.register_profile("installed", max_examples=4, derandomize=True, **_PROFILE)
+settings.register_profile("thorough", max_examples=300, **_PROFILE)
 settings.load_profile("ci")
 
 
