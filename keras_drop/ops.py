@@ -224,29 +224,33 @@ def _mask_construction(
     """The fastest construction of this mask on this backend.
 
     Chosen once per trace from the backend and the static shape. Ratios to
-    `keras.layers.Dropout(0.1)` in the same process, DropBlock2D(0.1, 7) per
-    channel on (32, 56, 56, 64) float32, CPU (AMD EPYC, 2 cores, loaded):
+    `keras.layers.Dropout(0.1)` in the same process, DropBlock2D(0.1, 7) on
+    (32, 56, 56, 64) float32, CPU (AMD EPYC, 2 cores), per-channel masks
+    (shared-channel masks in brackets):
 
     | construction | JAX (jit) | TF (tf.function) | torch (eager) |
     |---|---|---|---|
-    | dense + max_pool | 0.97 | 0.96-2.0 | 2.7-3.4 |
-    | sparse + max_pool | 0.51 | 1.29 | 19 |
-    | dense + box | - | 4.7 | 1.26 |
-
-    TensorFlow's max-pool is its costly step: two float32 pools of
-    (32, 62, 62, 64) take 107 ms on CPU, against 85 ms for `tf.nn.dropout`
-    of the input. On uint8 they take 19 ms, and the whole layer drops from
-    2.0x to 1.1x Dropout under plain `tf.function`, but the same graph
-    compiled with XLA (what `fit` does by default) went from 0.18 s to 5 s,
-    so masks stay float32.
+    | dense + max_pool | 0.97 | 1.57 (0.52) | 3.58 (0.19) |
+    | sparse + max_pool | 0.45 | 1.11, no XLA | 3.09 |
+    | dense + box | - | 3.68 (0.18) | 1.58 (0.11) |
+    | sparse + box | - | 3.18 | 1.36 |
 
     - JAX: sparse sampling where it applies, then max-pools (XLA fuses the
       index arithmetic and the scatter; its cumsum is a slow reduce-window
       on CPU).
-    - TensorFlow: dense sampling and max-pools; its scatter and cumsum
-      kernels both cost more than the uniform draw they would save.
-    - torch: dense sampling and the box filter; its CPU max-pool is slow
-      and Keras' torch scatter loops in Python.
+    - TensorFlow: dense sampling; max-pools for per-channel masks, the box
+      filter for shared-channel ones (its pooling kernels are slow on a
+      single channel). Sparse sampling would be faster under plain
+      `tf.function`, but TF's binomial sampler has no XLA kernel and `fit`
+      compiles with XLA by default (where Dropout takes 2.3 s against
+      0.1 s for the dense construction on CPU).
+    - torch: the box filter (its CPU max-pool is slow), after sparse
+      sampling where it applies.
+
+    TensorFlow's max-pool is its costly step on per-channel masks: two
+    float32 pools of (32, 62, 62, 64) take 107 ms on CPU, against 85 ms for
+    `tf.nn.dropout` of the input. On uint8 they take 19 ms, but the same
+    graph compiled with XLA went from 0.18 s to 5 s, so masks stay float32.
 
     Sparse sampling applies to per-channel masks whose maps are large (at
     least `_SPARSE_MIN_POSITIONS` valid positions) when every size but the
@@ -261,11 +265,21 @@ def _mask_construction(
         return _Construction("dense", "max_pool")
     if _FORCED_CONSTRUCTION is not None:
         return _Construction(*_FORCED_CONSTRUCTION)
+    sparse = _sparse_applies(mask_shape, spatial_axes, blocks)
     if backend == "torch":
-        return _Construction("dense", "box")
-    if backend == "jax" and _sparse_applies(mask_shape, spatial_axes, blocks):
+        return _Construction("sparse" if sparse else "dense", "box")
+    if backend == "jax" and sparse:
         return _Construction("sparse", "max_pool")
+    if backend == "tensorflow" and _is_shared_channel_mask(mask_shape, spatial_axes):
+        return _Construction("dense", "box")
     return _Construction("dense", "max_pool")
+
+
+def _is_shared_channel_mask(
+    mask_shape: Sequence[Any], spatial_axes: Sequence[int]
+) -> bool:
+    other = [a for a in range(1, len(mask_shape)) if a not in spatial_axes]
+    return all(mask_shape[a] == 1 for a in other)
 
 
 def _valid_positions(
@@ -380,8 +394,9 @@ def _block_drop_mask(
     positions before it or at it). `_mask_construction` picks how.
     """
     construction = _mask_construction(mask_shape, spatial_axes, blocks)
+    left = [_left_padding(b, construction.dilation) for b in blocks]
     if construction.sampling == "dense":
-        seeds = _dense_seeds(mask_shape, spatial_axes, blocks, gamma, seed)
+        seeds = _dense_seeds(mask_shape, spatial_axes, blocks, gamma, seed, left)
         return _dilate(seeds, spatial_axes, blocks, construction, data_format)
 
     positions = _valid_positions(mask_shape, spatial_axes, blocks)
@@ -390,12 +405,14 @@ def _block_drop_mask(
 
     def sparse():
         seeds = _sparse_seeds(
-            mask_shape, spatial_axes, blocks, gamma, (count_seed, position_seed)
+            mask_shape, spatial_axes, blocks, gamma, (count_seed, position_seed), left
         )
         return _dilate(seeds, spatial_axes, blocks, construction, data_format)
 
     def dense():
-        seeds = _dense_seeds(mask_shape, spatial_axes, blocks, gamma, dense_seed)
+        seeds = _dense_seeds(
+            mask_shape, spatial_axes, blocks, gamma, dense_seed, left
+        )
         return _dilate(seeds, spatial_axes, blocks, construction, data_format)
 
     if limit >= 1.0:
@@ -406,18 +423,27 @@ def _block_drop_mask(
     return ops.cond(gamma <= limit, sparse, dense)
 
 
+def _left_padding(block: int, dilation: str) -> int:
+    """Zeros before the valid region of the seeds, along an axis of static
+    size: block - 1 for the dilation to be "valid" (then it gives the map's
+    size), and one more for the box filter, whose window sums are then
+    differences of two slices of the prefix sums (see `_box_sum_along`)."""
+    return block if dilation == "box" and block > 1 else block - 1
+
+
 def _dense_seeds(
     mask_shape: Sequence[Any],
     spatial_axes: Sequence[int],
     blocks: Sequence[int],
     gamma: Any,
     seed: Any,
+    left: Sequence[int],
 ) -> Any:
     """Bernoulli(gamma) seeds (float32 0 or 1) from one uniform per valid
     position, padded.
 
-    Static sizes: the valid region is drawn and padded by block - 1 zeros
-    on both sides (a valid dilation then gives the map's size). Dynamic
+    Static sizes: the valid region is drawn and padded by `left` zeros
+    before it and block - 1 after it (see `_left_padding`). Dynamic
     sizes: drawn everywhere, positions past the valid region zeroed (at
     least one start per axis, so a block larger than the map covers all
     of it), padded by block - 1 zeros on the left only.
@@ -426,9 +452,9 @@ def _dense_seeds(
     paddings = [[0, 0] for _ in mask_shape]
     if all(isinstance(n, int) for n in sizes):
         draw_shape = list(mask_shape)
-        for axis, n, b in zip(spatial_axes, sizes, blocks, strict=True):
+        for axis, n, b, pad in zip(spatial_axes, sizes, blocks, left, strict=True):
             draw_shape[axis] = n - b + 1
-            paddings[axis] = [b - 1, b - 1]
+            paddings[axis] = [pad, b - 1]
         noise = keras.random.uniform(draw_shape, dtype="float32", seed=seed)
         return ops.pad(ops.cast(noise < gamma, "float32"), paddings)
     noise = keras.random.uniform(mask_shape, dtype="float32", seed=seed)
@@ -449,12 +475,14 @@ def _sparse_seeds(
     blocks: Sequence[int],
     gamma: Any,
     seeds: tuple[Any, Any],
+    left: Sequence[int],
 ) -> Any:
     """The padded seeds of `_dense_seeds` (static sizes), drawn sparsely.
 
     Per feature map, C ~ Binomial(n, q) seeds (n valid positions) are
     placed at C positions drawn uniformly with replacement and written with
-    a max-scatter (duplicates write the same 1). A position stays empty
+    a scatter-add (a duplicate position counts 2, still a seed: the
+    dilation only asks whether a window holds any). A position stays empty
     with probability E[(1 - 1/n)^C] = (1 - q/n)^n, so
     q = n (1 - (1 - gamma)^(1/n)) makes every position a seed with
     probability exactly gamma (drawing C ~ Binomial(n, gamma) instead would
@@ -475,8 +503,8 @@ def _sparse_seeds(
     maps_shape = [batch] + [mask_shape[a] for a in other_axes[1:]]
 
     padded = list(mask_shape)
-    for axis, b in zip(spatial_axes, blocks, strict=True):
-        padded[axis] = mask_shape[axis] + b - 1
+    for axis, b, pad in zip(spatial_axes, blocks, left, strict=True):
+        padded[axis] = mask_shape[axis] - b + 1 + pad + b - 1
     strides = [1] * rank
     for axis in range(rank - 2, -1, -1):
         strides[axis] = strides[axis + 1] * padded[axis + 1]
@@ -494,11 +522,11 @@ def _sparse_seeds(
     # the batch and channel indices.
     flat = ops.zeros(draw_shape, dtype="int32")
     remaining = position
-    for axis, b in reversed(list(zip(spatial_axes, blocks, strict=True))):
+    for axis, b, pad in reversed(list(zip(spatial_axes, blocks, left, strict=True))):
         valid = mask_shape[axis] - b + 1
         coordinate = remaining % valid
         remaining = remaining // valid
-        flat = flat + (coordinate + (b - 1)) * strides[axis]
+        flat = flat + (coordinate + pad) * strides[axis]
     for i, axis in enumerate(other_axes):
         shape = [1] * len(draw_shape)
         shape[i] = -1
@@ -510,7 +538,7 @@ def _sparse_seeds(
         ops.zeros((total,), dtype="float32"),
         ops.reshape(flat, (-1, 1)),
         ops.reshape(active, (-1,)),
-        reduction="max",
+        reduction="add",
     )
     return ops.reshape(seeds, padded)
 
@@ -538,26 +566,20 @@ def _dilate(
 
 
 def _box_sum_along(x: Any, axis: int, size: int) -> Any:
-    """Stride-1 "valid" window sum of `size` along a static `axis`, by
-    prefix sums: out[i] = cumsum[i + size - 1] - cumsum[i - 1]. Seeds are
-    0/1 and window counts stay far below 2**24, so float32 sums are exact."""
-    shape = list(x.shape)
-    length = shape[axis]
-    out_length = length - size + 1
+    """Stride-1 window sums of `size` along a static `axis` of seeds padded
+    by `size` zeros before the valid region (one more than a "valid"
+    dilation needs), by prefix sums: out[i] = cumsum[i + size] - cumsum[i],
+    two slices and a subtraction. Seeds are small counts (a sparse draw may
+    hit a position twice) and window sums stay far below 2**24, so float32
+    sums are exact."""
+    out_shape = list(ops.shape(x))
+    out_shape[axis] -= size
     prefix = ops.cumsum(x, axis=axis)
-    start = [0] * len(shape)
-    start[axis] = size - 1
-    upper_shape = list(ops.shape(x))
-    upper_shape[axis] = out_length
-    upper = ops.slice(prefix, start, upper_shape)
-    if out_length == 1:
-        return upper
-    lower_shape = list(upper_shape)
-    lower_shape[axis] = out_length - 1
-    lower = ops.slice(prefix, [0] * len(shape), lower_shape)
-    pad = [[0, 0] for _ in shape]
-    pad[axis] = [1, 0]
-    return upper - ops.pad(lower, pad)
+    start = [0] * len(out_shape)
+    start[axis] = size
+    return ops.slice(prefix, start, out_shape) - ops.slice(
+        prefix, [0] * len(out_shape), out_shape
+    )
 
 
 def _max_pool_along(x: Any, axis: int, size: int, data_format: str) -> Any:

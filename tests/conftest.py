@@ -119,10 +119,16 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(autouse=True)
 def clean_session():
-    """Fresh Keras state around every test: names, policies, seeds."""
-    keras.backend.clear_session()
+    """Fresh Keras state around every test: names, policies, seeds.
+
+    Without the garbage collection `clear_session` runs by default: a full
+    `gc.collect()` before and after each test took 60% of the time of
+    test_cutout, test_uniform and test_drop_path on JAX (172 s against 67 s),
+    and Python still collects cycles on its own schedule.
+    """
+    keras.backend.clear_session(free_memory=False)
     keras.config.set_dtype_policy("float32")
     keras.utils.set_random_seed(1337)
     yield
     keras.config.set_dtype_policy("float32")
-    keras.backend.clear_session()
+    keras.backend.clear_session(free_memory=False)
