@@ -410,9 +410,7 @@ def _block_drop_mask(
         return _dilate(seeds, spatial_axes, blocks, construction, data_format)
 
     def dense():
-        seeds = _dense_seeds(
-            mask_shape, spatial_axes, blocks, gamma, dense_seed, left
-        )
+        seeds = _dense_seeds(mask_shape, spatial_axes, blocks, gamma, dense_seed, left)
         return _dilate(seeds, spatial_axes, blocks, construction, data_format)
 
     if limit >= 1.0:
