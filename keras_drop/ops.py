@@ -97,17 +97,10 @@ def _cover_distribution(sizes: Sequence[Any], blocks: Sequence[int]):
     frequencies (a few dozen numbers, computed once while tracing); for
     dynamic sizes the full grid with uniform weights.
     """
-    covers = [_axis_cover(n, b) for n, b in zip(sizes, blocks, strict=True)]
     if all(isinstance(n, int) for n in sizes):
-        grid = covers[0]
-        for cover in covers[1:]:
-            grid = np.multiply.outer(grid, cover)
-        values, counts = np.unique(grid, return_counts=True)
-        probs = counts / counts.sum()
-        return (
-            ops.convert_to_tensor(values.astype("float32")),
-            ops.convert_to_tensor(probs.astype("float32")),
-        )
+        values, probs = _static_cover_distribution(tuple(sizes), tuple(blocks))
+        return ops.convert_to_tensor(values), ops.convert_to_tensor(probs)
+    covers = [_axis_cover(n, b) for n, b in zip(sizes, blocks, strict=True)]
     grid = ops.ones((), dtype="float32")
     for axis, cover in enumerate(covers):
         cover = ops.convert_to_tensor(cover, dtype="float32")
@@ -117,6 +110,21 @@ def _cover_distribution(sizes: Sequence[Any], blocks: Sequence[int]):
     grid = ops.reshape(grid, (-1,))
     probs = ops.ones_like(grid) / ops.cast(ops.shape(grid)[0], "float32")
     return grid, probs
+
+
+@functools.lru_cache(maxsize=256)
+def _static_cover_distribution(
+    sizes: tuple[int, ...], blocks: tuple[int, ...]
+) -> tuple[np.ndarray, np.ndarray]:
+    """`_cover_distribution` of static sizes as float32 NumPy arrays, once
+    per shape (eager torch calls would otherwise redo it on every call)."""
+    covers = [_axis_cover(n, b) for n, b in zip(sizes, blocks, strict=True)]
+    grid = covers[0]
+    for cover in covers[1:]:
+        grid = np.multiply.outer(grid, cover)
+    values, counts = np.unique(grid, return_counts=True)
+    probs = counts / counts.sum()
+    return values.astype("float32"), probs.astype("float32")
 
 
 def _block_seed_probability(
