@@ -339,6 +339,30 @@ def test_constructions_draw_identically_distributed_masks(spatial, block, rate):
             assert_same_distribution(counts, reference)
 
 
+# The construction each backend picks (the measurements behind the choice
+# are in `_mask_construction`'s docstring).
+CHOICES = {
+    "jax": {"per_channel": ("sparse", "max_pool"), "shared": ("dense", "max_pool")},
+    "tensorflow": {"per_channel": ("dense", "max_pool"), "shared": ("dense", "box")},
+    "torch": {"per_channel": ("sparse", "box"), "shared": ("dense", "box")},
+}
+
+
+def test_each_backend_picks_its_measured_construction():
+    choose = drop_ops._mask_construction
+    picks = CHOICES[keras.backend.backend()]
+    # (32, 56, 56, 64) channels_last, block 7: 2500 valid positions per map.
+    assert choose([32, 56, 56, 64], [1, 2], [7, 7]) == picks["per_channel"]
+    assert choose([32, 56, 56, 1], [1, 2], [7, 7]) == picks["shared"]
+    assert choose([32, 64, 56, 56], [2, 3], [7, 7]) == picks["per_channel"]
+    # Small maps (36 valid positions) are sampled densely everywhere.
+    small = choose([64, 8, 8, 32], [1, 2], [3, 3])
+    assert small.sampling == "dense"
+    assert small.dilation == picks["per_channel"][1]
+    # An unknown spatial size: the one construction written for it.
+    assert choose([None, None, 56, 64], [1, 2], [7, 7]) == ("dense", "max_pool")
+
+
 @pytest.mark.parametrize("sampling", drop_ops._SAMPLINGS)
 @pytest.mark.parametrize(
     "shape, block, data_format",
