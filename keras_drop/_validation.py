@@ -105,7 +105,10 @@ def validate_int_tuple(value: Any, n: int, name: str) -> tuple[int, ...]:
         else f"a positive integer or a tuple of {n} positive integers"
     )
     if isinstance(value, numbers.Integral) and not isinstance(value, bool):
-        values: Sequence[Any] = (value,) * n
+        # No annotation on `values`: TensorFlow's AutoGraph, which converts
+        # this function when `drop_block` is called in a `tf.function`,
+        # cannot convert an annotated name assigned in an `if` and warns.
+        values = (value,) * n
     elif isinstance(value, Sequence) and not isinstance(value, str):
         values = tuple(value)
     else:

@@ -835,8 +835,10 @@ def stochastic_depth(
     _validation.validate_bool(scale_by_keep, "scale_by_keep")
     seed = _validation.validate_op_seed(seed)
     rank = len(residual.shape)
+    # No annotation on `shape`: TensorFlow's AutoGraph cannot convert an
+    # annotated name assigned in an `if` (it warns, then runs this as-is).
     if mode == "batch":
-        shape: tuple = ()
+        shape = ()
     else:
         shape = (ops.shape(residual)[0],) + (1,) * (rank - 1)
     multiplier = _keep_multiplier(shape, rate, scale_by_keep, seed)

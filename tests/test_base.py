@@ -166,3 +166,33 @@ def test_from_config_raises_the_argument_error(cls, config, argument):
     with pytest.raises(ValueError, match=f"`{argument}`|'{argument}'") as error:
         cls.from_config({**config, "name": "bad"})
     assert "'bad'" in str(error.value)
+
+
+@pytest.mark.backends("tensorflow", reason="AutoGraph is TensorFlow's")
+def test_functional_forms_in_a_tf_function_convert_without_autograph_warnings(
+    caplog,
+):
+    # AutoGraph converts whatever a `tf.function` calls; a function it cannot
+    # convert runs as-is after a warning asking users to report a TF bug.
+    import tensorflow as tf
+
+    drop = keras_drop.ops
+    x, kernel = tf.ones((2, 16, 16, 3)), tf.ones((4, 5))
+    calls = [
+        lambda: drop.drop_block(x, 0.1, 3, seed=1),
+        lambda: drop.drop_block(
+            x, 0.1, (3, 2), shared_channels=True, data_format="channels_first"
+        ),
+        lambda: drop.drop_block(tf.ones((2, 16, 3)), 0.1, 3, seed=1),
+        lambda: drop.drop_block(tf.ones((2, 8, 8, 8, 3)), 0.1, 3, with_noise=True),
+        lambda: drop.drop_path(x, 0.1, seed=1),
+        lambda: drop.drop_connect(kernel, 0.1, seed=1),
+        lambda: drop.stochastic_depth(x, x, 0.1, seed=1),
+        lambda: drop.stochastic_depth(x, x, 0.1, mode="row", seed=1),
+        lambda: drop.uniform_dropout(x, 0.1, seed=1),
+        lambda: drop.cutout(x, 4, seed=1),
+    ]
+    with caplog.at_level("WARNING", logger="tensorflow"):
+        for call in calls:
+            tf.function(call)()
+    assert not [r for r in caplog.records if "AutoGraph" in r.getMessage()]
