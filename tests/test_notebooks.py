@@ -44,6 +44,15 @@ def test_notebook_runs(path, monkeypatch, jax_cache):
         resources={"metadata": {"path": str(ROOT)}},
     )
     client.execute()  # raises CellExecutionError on the first failing cell
+    code = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    assert code and all(cell.execution_count for cell in code)
+    errors = [
+        output
+        for cell in code
+        for output in cell.outputs
+        if output.output_type == "error"
+    ]
+    assert not errors
 
 
 @pytest.mark.backends("tensorflow")
