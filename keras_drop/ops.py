@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import types
 from collections.abc import Sequence
 from typing import Any, NamedTuple
@@ -139,11 +140,7 @@ def _block_seed_probability(
     probability 1 - (1 - gamma)^c, so the expected dropped fraction is
     E(gamma) = 1 - mean_positions (1 - gamma)^c.
 
-    `exact_rate=True` solves E(gamma) = rate. With u = -log(1 - gamma),
-    f(u) = log(mean exp(-u c)) + a, a = -log(1 - rate), is convex and
-    decreasing; Newton from u0 = a / mean(c) (the root if every position had
-    the mean cover) climbs monotonically to the root.
-
+    `exact_rate=True` solves E(gamma) = rate (see `_solve_seed_exponent`).
     `exact_rate=False` is the closed form of the DropBlock paper (eq. 1,
     generalised per axis): gamma = rate * prod_a n_a / (b_a (n_a - b_a + 1)).
     It ignores that blocks overlap and under-drops by 5-19% at rates
@@ -164,21 +161,51 @@ def _block_seed_probability(
         return ops.clip(rate * factor, 0.0, 1.0)
 
     values, probs = _cover_distribution(sizes, blocks)
-    # f(u) in float32 without cancellation: log(mean exp(-u c)) is taken as
-    # log1p(mean expm1(-u c)), against the weights' own sum (1 up to
-    # rounding). log() of a mean near 1 would carry an absolute error of
-    # 1e-7 into u, a relative error of 1e-7 / rate in gamma (3e-5 at rate
-    # 0.002), and leave a tiny negative gamma at rate 0.
-    total = ops.sum(probs)
-    a = -ops.log1p(-rate)
-    u = a * total / ops.sum(probs * values)
-    for _ in range(_NEWTON_STEPS):
-        decay = ops.expm1(-u * values)
-        weights = probs * (1.0 + decay)
-        m0 = ops.sum(weights)
-        m1 = ops.sum(weights * values)
-        u = u + (ops.log1p(ops.sum(probs * decay) / total) + a) * m0 / m1
+    u = _solve_seed_exponent(-ops.log1p(-rate), values, probs, ops)
     return -ops.expm1(-u)
+
+
+@functools.lru_cache(maxsize=256)
+def _static_block_seed_probability(
+    rate: float, sizes: tuple[int, ...], blocks: tuple[int, ...], exact_rate: bool
+) -> float:
+    """`_block_seed_probability` of a Python float rate and static sizes,
+    solved once in float64 NumPy."""
+    rate = min(max(rate, 0.0), 1.0 - 1e-6)
+    if not exact_rate:
+        factor = 1.0
+        for n, b in zip(sizes, blocks, strict=True):
+            factor *= n / (b * max(n - b + 1, 1))
+        return min(rate * factor, 1.0)
+    values, probs = _static_cover_distribution(sizes, blocks)
+    values, probs = values.astype(np.float64), probs.astype(np.float64)
+    u = _solve_seed_exponent(-np.log1p(-rate), values, probs, np)
+    return float(-np.expm1(-u))
+
+
+def _solve_seed_exponent(a: Any, values: Any, probs: Any, xp: Any) -> Any:
+    """u = -log(1 - gamma) solving E(gamma) = rate, a = -log(1 - rate), on
+    the cover distribution `(values, probs)`; `xp` is `keras.ops` (in the
+    graph) or NumPy (static shapes, once per trace).
+
+    f(u) = log(mean exp(-u c)) + a is convex and decreasing; Newton from
+    u0 = a / mean(c) (the root if every position had the mean cover) climbs
+    monotonically to the root. f is evaluated without cancellation:
+    log(mean exp(-u c)) is taken as log1p(mean expm1(-u c)), against the
+    weights' own sum (1 up to rounding). log() of a mean near 1 would carry
+    an absolute error of 1e-7 into u in float32, a relative error of
+    1e-7 / rate in gamma (3e-5 at rate 0.002), and leave a tiny negative
+    gamma at rate 0.
+    """
+    total = xp.sum(probs)
+    u = a * total / xp.sum(probs * values)
+    for _ in range(_NEWTON_STEPS):
+        decay = xp.expm1(-u * values)
+        weights = probs * (1.0 + decay)
+        m0 = xp.sum(weights)
+        m1 = xp.sum(weights * values)
+        u = u + (xp.log1p(xp.sum(probs * decay) / total) + a) * m0 / m1
+    return u
 
 
 # Mask constructions. A DropBlock mask is built in two steps, each with two
@@ -196,15 +223,19 @@ _DILATIONS = ("max_pool", "box")
 # every backend, whatever `_mask_construction` would pick.
 _FORCED_CONSTRUCTION: tuple[str, str] | None = None
 
-# Sparse sampling: the static cap on seeds per map is 1/32 of its valid
-# positions but at least 64, and sparse sampling needs at least this many
-# valid positions (smaller maps are cheap to sample densely).
+# Sparse sampling draws the seeds of each sample into a static number of
+# slots (the cap): at most 1/32 of the sample's valid positions (all
+# channels), at least 16; it needs at least 512 valid positions per sample
+# (smaller masks are cheap to sample densely).
 _SPARSE_CAP_FRACTION = 32
-_SPARSE_MIN_CAP = 64
+_SPARSE_MIN_CAP = 16
 _SPARSE_MIN_POSITIONS = 512
-# Probability, per feature map, that Binomial(n, q) seeds exceed the cap
-# when sparse sampling is used (the Chernoff bound below keeps it under this).
+# Probability, per sample and call, that its seeds outnumber the cap (the
+# Chernoff bound in `_poisson_tail_exponent` keeps it under this).
 _SPARSE_TAIL = 1e-9
+# Relative headroom of the cap over the largest gamma a call is planned for:
+# the graph solves gamma in float32, a few ulps from the float64 plan.
+_SPARSE_GAMMA_HEADROOM = 1.01
 
 
 @contextlib.contextmanager
@@ -227,7 +258,10 @@ class _Construction(NamedTuple):
 
 
 def _mask_construction(
-    mask_shape: Sequence[Any], spatial_axes: Sequence[int], blocks: Sequence[int]
+    mask_shape: Sequence[Any],
+    spatial_axes: Sequence[int],
+    blocks: Sequence[int],
+    gamma_bound: float | None = None,
 ) -> _Construction:
     """The fastest construction of this mask on this backend.
 
@@ -273,14 +307,16 @@ def _mask_construction(
         return _Construction("dense", "max_pool")
     if _FORCED_CONSTRUCTION is not None:
         return _Construction(*_FORCED_CONSTRUCTION)
-    sparse = _sparse_applies(mask_shape, spatial_axes, blocks)
+    sampling = (
+        "sparse"
+        if _sparse_applies(mask_shape, spatial_axes, blocks, gamma_bound)
+        else "dense"
+    )
     if backend == "torch":
-        return _Construction("sparse" if sparse else "dense", "box")
-    if backend == "jax" and sparse:
-        return _Construction("sparse", "max_pool")
+        return _Construction(sampling, "box")
     if backend == "tensorflow" and _mask_channels(mask_shape, spatial_axes) == 1:
         return _Construction("dense", "box")
-    return _Construction("dense", "max_pool")
+    return _Construction(sampling, "max_pool")
 
 
 def _mask_channels(mask_shape: Sequence[Any], spatial_axes: Sequence[int]) -> Any:
@@ -299,62 +335,89 @@ def _valid_positions(
     return count
 
 
-def _sparse_applies(
+def _sparse_positions(
     mask_shape: Sequence[Any], spatial_axes: Sequence[int], blocks: Sequence[int]
-) -> bool:
-    # A shared-channel mask (one map per sample) is C times smaller: dense
-    # draws took 6 ms, sparse 20 ms on JAX for (32, 56, 56, 1), block 7.
+) -> int:
+    """Valid seed positions of one sample: over its spatial axes and the
+    mask's channels (static sizes only)."""
     channels = _mask_channels(mask_shape, spatial_axes)
-    return (
-        isinstance(channels, int)
-        and channels > 1
-        and _valid_positions(mask_shape, spatial_axes, blocks) >= _SPARSE_MIN_POSITIONS
-    )
+    return channels * _valid_positions(mask_shape, spatial_axes, blocks)
 
 
-def _sparse_cap(positions: int) -> int:
-    return min(positions, max(_SPARSE_MIN_CAP, -(-positions // _SPARSE_CAP_FRACTION)))
+def _sparse_applies(
+    mask_shape: Sequence[Any],
+    spatial_axes: Sequence[int],
+    blocks: Sequence[int],
+    gamma_bound: float | None,
+) -> bool:
+    """Whether a per-channel mask's seeds are few enough to be drawn
+    sparsely: a sample's cap (`_sparse_cap`) within 1/32 of its valid
+    positions, with at least `_SPARSE_MIN_POSITIONS` of them. A
+    shared-channel mask is C times smaller than the input and cheap to
+    draw densely (on JAX 4.7 ms dense, 6.9 ms sparse for (32, 56, 56, 1),
+    block 7; the same on torch)."""
+    channels = _mask_channels(mask_shape, spatial_axes)
+    if not isinstance(channels, int) or channels == 1:
+        return False
+    positions = _sparse_positions(mask_shape, spatial_axes, blocks)
+    return positions >= _SPARSE_MIN_POSITIONS and _sparse_cap(
+        positions, gamma_bound
+    ) <= max(_SPARSE_MIN_CAP, positions // _SPARSE_CAP_FRACTION)
+
+
+def _sparse_cap(positions: int, gamma_bound: float | None) -> int:
+    """Seed slots per sample: enough for a seed probability up to
+    `gamma_bound` (with `_SPARSE_GAMMA_HEADROOM`) but for a tail of
+    probability `_SPARSE_TAIL`; 1/32 of the positions when no bound is
+    known (a rate given as a tensor)."""
+    if gamma_bound is None:
+        return max(_SPARSE_MIN_CAP, positions // _SPARSE_CAP_FRACTION)
+    gamma = min(gamma_bound * _SPARSE_GAMMA_HEADROOM, 1.0 - 1e-6)
+    return max(_SPARSE_MIN_CAP, _poisson_cap(-positions * math.log1p(-gamma)))
+
+
+def _poisson_tail_exponent(k: int, mean: float) -> float:
+    """log of the Chernoff bound P(X >= k) <= exp(-mean) (e mean / k)^k,
+    X ~ Poisson(mean), for k > mean (0 where the bound is trivial)."""
+    if k <= mean:
+        return 0.0
+    if mean <= 0.0:
+        return -math.inf
+    return k - mean + k * math.log(mean / k)
+
+
+@functools.lru_cache(maxsize=256)
+def _poisson_cap(mean: float) -> int:
+    """The least cap that Poisson(mean) seeds exceed with probability under
+    `_SPARSE_TAIL` (by the Chernoff bound): about mean + 6.4 sqrt(mean)."""
+    target = math.log(_SPARSE_TAIL)
+    cap = math.floor(mean)
+    while _poisson_tail_exponent(cap + 1, mean) > target:
+        cap += 1
+    return cap
 
 
 @functools.lru_cache(maxsize=256)
 def _sparse_gamma_limit(positions: int, cap: int) -> float:
     """Largest gamma for which the sparse sampler's cap is safe.
 
-    The seeds of a map number C ~ Binomial(n, q) (n = `positions`, q from
-    gamma in `_sparse_seeds`); the sampler keeps at most `cap` of them. The
-    Chernoff bound P(C > cap) <= exp(-n KL((cap + 1)/n || q)) (KL the
-    Bernoulli relative entropy, valid for q < (cap + 1)/n) is solved for
-    the largest q that keeps it under `_SPARSE_TAIL` = 1e-9 per map: fewer
-    than one truncated map in 10^9, and a truncated map loses only the
-    seeds past the cap. With n = 2500 (56x56, block 7) and cap 79 that is
-    about 40 expected seeds per map, gamma ~ 0.016, the gamma of rate 0.53;
-    larger gammas take the dense path (as do gammas past 1 - (1 - 1/n)^n,
-    where q would exceed 1). Static: computed once per shape.
+    A sample's seeds number X ~ Poisson(mean), mean = -positions *
+    log(1 - gamma) (see `_sparse_seeds`); the sampler keeps at most `cap`.
+    The largest mean whose Chernoff bound on P(X > cap) stays under
+    `_SPARSE_TAIL` = 1e-9 (fewer than one truncated sample in 10^9 calls,
+    and a truncated sample loses only the seeds past the cap) is found by
+    bisection and turned into gamma. Larger gammas take the dense path.
+    Static: computed once per shape.
     """
-    n, k = float(positions), float(cap + 1)
-    # q <= 1 (a valid Binomial probability) needs gamma <= 1 - (1 - 1/n)^n,
-    # about 0.63 on large maps; on maps of a few positions the cap holds
-    # every position and this is the only limit.
-    q_limit = -float(np.expm1(n * np.log1p(-1.0 / n))) if n > 1 else 1.0
-    if k > n:
-        return q_limit
-    target = -np.log(_SPARSE_TAIL)
-    a = k / n
-
-    def bound_exponent(q):
-        # n KL(a || q), decreasing in q on (0, a).
-        return n * (a * np.log(a / q) + (1.0 - a) * np.log((1.0 - a) / (1.0 - q)))
-
-    low, high = 0.0, a
+    target = math.log(_SPARSE_TAIL)
+    low, high = 0.0, float(cap + 1)
     for _ in range(100):
         mid = 0.5 * (low + high)
-        if mid > 0.0 and bound_exponent(mid) < target:
-            high = mid
-        else:
+        if _poisson_tail_exponent(cap + 1, mid) <= target:
             low = mid
-    q = low
-    # gamma from q: 1 - gamma = (1 - q/n)^n (see `_sparse_seeds`).
-    return min(q_limit, float(-np.expm1(n * np.log1p(-q / n))))
+        else:
+            high = mid
+    return -math.expm1(-low / positions)
 
 
 class _DrawnSeed(keras.random.SeedGenerator):
@@ -391,6 +454,7 @@ def _block_drop_mask(
     spatial_axes: Sequence[int],
     blocks: Sequence[int],
     gamma: Any,
+    gamma_bound: float | None,
     data_format: str,
     seed: Any,
 ) -> Any:
@@ -399,21 +463,31 @@ def _block_drop_mask(
     Block seeds are Bernoulli(gamma) over the valid start positions; a block
     grows from its seed over the `block - 1` positions after it (padded
     with zeros, so a unit is dropped if a seed lies in the block - 1
-    positions before it or at it). `_mask_construction` picks how.
+    positions before it or at it). `gamma_bound` is a static upper bound
+    on gamma where one is known (a rate given as a Python float, or a
+    layer's configured rate, which a scheduler only scales down);
+    `_mask_construction` picks how.
     """
-    construction = _mask_construction(mask_shape, spatial_axes, blocks)
+    construction = _mask_construction(mask_shape, spatial_axes, blocks, gamma_bound)
     left = [_left_padding(b, construction.dilation) for b in blocks]
     if construction.sampling == "dense":
         seeds = _dense_seeds(mask_shape, spatial_axes, blocks, gamma, seed, left)
         return _dilate(seeds, spatial_axes, blocks, construction, data_format)
 
-    positions = _valid_positions(mask_shape, spatial_axes, blocks)
-    limit = _sparse_gamma_limit(positions, _sparse_cap(positions))
+    positions = _sparse_positions(mask_shape, spatial_axes, blocks)
+    cap = _sparse_cap(positions, gamma_bound)
+    limit = _sparse_gamma_limit(positions, cap)
     dense_seed, count_seed, position_seed = _branch_seeds(seed, 3)
 
     def sparse():
         seeds = _sparse_seeds(
-            mask_shape, spatial_axes, blocks, gamma, (count_seed, position_seed), left
+            mask_shape,
+            spatial_axes,
+            blocks,
+            gamma,
+            (count_seed, position_seed),
+            left,
+            cap,
         )
         return _dilate(seeds, spatial_axes, blocks, construction, data_format)
 
@@ -421,6 +495,8 @@ def _block_drop_mask(
         seeds = _dense_seeds(mask_shape, spatial_axes, blocks, gamma, dense_seed, left)
         return _dilate(seeds, spatial_axes, blocks, construction, data_format)
 
+    if isinstance(gamma, float):
+        return sparse() if gamma <= limit else dense()
     if limit >= 1.0:
         return sparse()
     if keras.backend.backend() == "jax" and not _jax_tracing.is_tracer(gamma):
@@ -482,72 +558,79 @@ def _sparse_seeds(
     gamma: Any,
     seeds: tuple[Any, Any],
     left: Sequence[int],
+    cap: int,
 ) -> Any:
     """The padded seeds of `_dense_seeds` (static sizes), drawn sparsely.
 
-    Per feature map, C ~ Binomial(n, q) seeds (n valid positions) are
-    placed at C positions drawn uniformly with replacement and written with
-    a scatter-add (a duplicate position counts 2, still a seed: the
-    dilation only asks whether a window holds any). A position stays empty
-    with probability E[(1 - 1/n)^C] = (1 - q/n)^n, so
-    q = n (1 - (1 - gamma)^(1/n)) makes every position a seed with
-    probability exactly gamma (drawing C ~ Binomial(n, gamma) instead would
-    lose about gamma/2 of the seeds to duplicates). Positions are not
-    exactly independent: c given positions are all empty with probability
-    (1 - c q/n)^n instead of (1 - gamma)^c, a relative difference of about
-    c^2 q^2 / (2n) (under 1e-4 for a 7x7 block's 49 covering positions at
-    the largest q used, n = 2500), far below sampling noise. C is capped at
-    `_sparse_cap(n)` draws; `_sparse_gamma_limit` bounds the probability
-    that C exceeds it.
+    Per sample, X ~ Poisson(mean) seeds fall on its N valid positions (all
+    channels), each uniformly and independently, written with a
+    scatter-add (a position hit twice counts 2, still a seed: the dilation
+    only asks whether a window holds any). By Poisson splitting the hits
+    of the positions are then independent Poisson(mean / N) counts, so
+    with mean = -N log(1 - gamma) every position is a seed independently
+    with probability exactly gamma: the same law as dense draws. X is
+    drawn by inverse CDF from one uniform per sample (keras.random's
+    binomial and Poisson samplers have no XLA kernel on TensorFlow), over
+    0 .. cap: the law is truncated at the cap, whose tail
+    `_sparse_gamma_limit` bounds by 1e-9 per sample. The CDF is computed
+    in float32 from log-weights k log(mean) - log(k!); rounding moves it
+    by at most 3e-4 (measured against float64 for caps up to 10^4), which
+    shifts the mean count by under 1e-4 of itself.
     """
     count_seed, position_seed = seeds
-    n = _valid_positions(mask_shape, spatial_axes, blocks)
-    cap = _sparse_cap(n)
     rank = len(mask_shape)
-    other_axes = [a for a in range(rank) if a not in spatial_axes]
     batch = mask_shape[0]
-    maps_shape = [batch] + [mask_shape[a] for a in other_axes[1:]]
-
-    padded = list(mask_shape)
-    for axis, pad in zip(spatial_axes, left, strict=True):
-        # n - b + 1 valid positions, `pad` zeros before them, b - 1 after.
-        padded[axis] = mask_shape[axis] + pad
+    positions = _sparse_positions(mask_shape, spatial_axes, blocks)
+    # Per non-batch axis: the valid size (the seeds' region) and the zeros
+    # before it in the padded mask (`left` on spatial axes, none on the
+    # channel axis).
+    valid = {a: mask_shape[a] for a in range(1, rank)}
+    before = {a: 0 for a in range(1, rank)}
+    for axis, b, pad in zip(spatial_axes, blocks, left, strict=True):
+        valid[axis] = mask_shape[axis] - b + 1
+        before[axis] = pad
+    # n - b + 1 valid positions, `pad` zeros before them and b - 1 after.
+    padded = [batch] + [mask_shape[a] + before[a] for a in range(1, rank)]
     strides = [1] * rank
     for axis in range(rank - 2, -1, -1):
         strides[axis] = strides[axis + 1] * padded[axis + 1]
 
-    q = -float(n) * ops.expm1(ops.log1p(-gamma) / float(n))
-    counts = keras.random.binomial(
-        maps_shape, float(n), q, dtype="float32", seed=count_seed
+    mean = -float(positions) * ops.log1p(-ops.cast(gamma, "float32"))
+    k = ops.arange(cap + 1, dtype="float32")
+    log_factorials = ops.convert_to_tensor(_log_factorials(cap))
+    log_weights = k * ops.log(ops.maximum(mean, 1e-30)) - log_factorials
+    weights = ops.exp(log_weights - ops.max(log_weights))
+    cdf = ops.cumsum(weights) / ops.sum(weights)
+    u = keras.random.uniform((batch, 1), dtype="float32", seed=count_seed)
+    counts = ops.sum(ops.cast(cdf[:-1] < u, "float32"), axis=1, keepdims=True)
+    position = keras.random.randint(
+        (batch, cap), 0, positions, dtype="int32", seed=position_seed
     )
-    draw_shape = maps_shape + [cap]
-    position = keras.random.randint(draw_shape, 0, n, dtype="int32", seed=position_seed)
-    active = ops.cast(ops.arange(cap, dtype="float32") < counts[..., None], "float32")
+    active = ops.cast(ops.arange(cap, dtype="float32") < counts, "float32")
 
-    # Flat index into the padded mask: spatial coordinates from the valid
-    # position (C order), offset by the left padding; map coordinates from
-    # the batch and channel indices.
-    flat = ops.zeros(draw_shape, dtype="int32")
+    # Flat index into the padded mask: the sample's row, then the position
+    # split over the non-batch axes (C order), each offset by its padding.
+    flat = ops.reshape(ops.arange(batch, dtype="int32") * strides[0], (-1, 1))
     remaining = position
-    for axis, b, pad in reversed(list(zip(spatial_axes, blocks, left, strict=True))):
-        valid = mask_shape[axis] - b + 1
-        coordinate = remaining % valid
-        remaining = remaining // valid
-        flat = flat + (coordinate + pad) * strides[axis]
-    for i, axis in enumerate(other_axes):
-        shape = [1] * len(draw_shape)
-        shape[i] = -1
-        index = ops.arange(maps_shape[i], dtype="int32")
-        flat = flat + ops.reshape(index * strides[axis], shape)
+    for axis in range(rank - 1, 0, -1):
+        coordinate = remaining % valid[axis]
+        remaining = remaining // valid[axis]
+        flat = flat + (coordinate + before[axis]) * strides[axis]
 
-    total = strides[0] * batch
     seeds = ops.scatter_update(
-        ops.zeros((total,), dtype="float32"),
+        ops.zeros((strides[0] * batch,), dtype="float32"),
         ops.reshape(flat, (-1, 1)),
         ops.reshape(active, (-1,)),
         reduction="add",
     )
     return ops.reshape(seeds, padded)
+
+
+@functools.lru_cache(maxsize=256)
+def _log_factorials(cap: int) -> np.ndarray:
+    """log(k!) for k = 0 .. cap, float32."""
+    logs = np.log(np.arange(1, cap + 1, dtype=np.float64))
+    return np.concatenate([[0.0], np.cumsum(logs)]).astype(np.float32)
 
 
 def _dilate(
@@ -664,6 +747,40 @@ def drop_block(
     Reference:
         [Ghiasi et al., 2018](https://arxiv.org/abs/1810.12890)
     """
+    if isinstance(rate, np.ndarray) and rate.ndim == 0:
+        rate = rate.item()
+    rate_bound = float(rate) if isinstance(rate, (int, float)) else None
+    return _drop_block(
+        inputs,
+        rate,
+        block_size,
+        rate_bound=rate_bound,
+        shared_channels=shared_channels,
+        exact_rate=exact_rate,
+        scale_by_keep=scale_by_keep,
+        with_noise=with_noise,
+        data_format=data_format,
+        seed=seed,
+    )
+
+
+def _drop_block(
+    inputs: Any,
+    rate: Any,
+    block_size: int | Sequence[int],
+    *,
+    rate_bound: float | None,
+    shared_channels: bool,
+    exact_rate: bool,
+    scale_by_keep: bool,
+    with_noise: bool,
+    data_format: str | None,
+    seed: Any,
+) -> Any:
+    """`drop_block`, told `rate_bound`: a Python float no smaller than any
+    rate this call (or the compiled step it is traced into) will apply, or
+    `None`. A layer passes its configured rate, which a scheduler only
+    scales down; it sizes the sparse sampler (see `_block_drop_mask`)."""
     inputs = ops.convert_to_tensor(inputs)
     data_format = _validation.standardize_data_format(data_format)
     rank = len(inputs.shape)
@@ -688,7 +805,17 @@ def drop_block(
         for b, n in zip(block, sizes, strict=True)
     ]
 
-    gamma = _block_seed_probability(rate, sizes, blocks, exact_rate)
+    static = all(isinstance(n, int) for n in sizes)
+    gamma_bound = None
+    if static and rate_bound is not None:
+        gamma_bound = _static_block_seed_probability(
+            rate_bound, tuple(sizes), tuple(blocks), exact_rate
+        )
+    if static and isinstance(rate, (int, float)):
+        # Solved once per trace, not in every step.
+        gamma = gamma_bound
+    else:
+        gamma = _block_seed_probability(rate, sizes, blocks, exact_rate)
     mask_shape = list(shape)
     if shared_channels:
         mask_shape[channel_axis] = 1
@@ -696,7 +823,7 @@ def drop_block(
     seeds = _seeds(seed, 4)
     mask_seed, noise_seed = seeds[0], seeds[3]
     is_dropped = _block_drop_mask(
-        mask_shape, spatial_axes, blocks, gamma, data_format, mask_seed
+        mask_shape, spatial_axes, blocks, gamma, gamma_bound, data_format, mask_seed
     )
 
     scale = 1.0

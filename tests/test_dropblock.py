@@ -226,6 +226,9 @@ SPEC_CASES = [
 def test_exact_gamma_gives_the_rate_in_expectation(sizes, blocks, rate):
     gamma = float(to_numpy(_block_seed_probability(rate, sizes, blocks, True)))
     assert expected_fraction(gamma, sizes, blocks) == pytest.approx(rate, rel=1e-4)
+    # The same solve in NumPy, once per trace for a rate given as a float.
+    static = drop_ops._static_block_seed_probability(rate, sizes, blocks, True)
+    assert expected_fraction(static, sizes, blocks) == pytest.approx(rate, rel=1e-6)
 
 
 @pytest.mark.parametrize("sizes, blocks", SPEC_CASES[:3])
@@ -233,6 +236,8 @@ def test_exact_gamma_gives_the_rate_in_expectation(sizes, blocks, rate):
 def test_paper_gamma_is_the_closed_form_and_under_drops(sizes, blocks, rate):
     gamma = float(to_numpy(_block_seed_probability(rate, sizes, blocks, False)))
     assert gamma == pytest.approx(paper_gamma(rate, sizes, blocks), rel=1e-5)
+    static = drop_ops._static_block_seed_probability(rate, sizes, blocks, False)
+    assert static == pytest.approx(paper_gamma(rate, sizes, blocks), rel=1e-12)
     assert expected_fraction(gamma, sizes, blocks) < 0.96 * rate
 
 
@@ -286,40 +291,58 @@ def test_block_larger_than_map_is_clipped(construction):
 
 
 def dropped_runs(maps):
-    """Lengths of the runs of dropped units along the last axis."""
-    edges = np.diff(np.pad(maps, [(0, 0)] * (maps.ndim - 1) + [(1, 1)]).astype(int))
-    return np.flatnonzero(edges == -1) - np.flatnonzero(edges == 1)
+    """Lengths of the runs of dropped units along the last axis, and the
+    index (along the first axis) of the map each run lies in."""
+    padding = [(0, 0)] * (maps.ndim - 1) + [(1, 1)]
+    edges = np.diff(np.pad(maps, padding).astype(np.int8), axis=-1)
+    starts, ends = np.nonzero(edges == 1), np.nonzero(edges == -1)
+    return ends[-1] - starts[-1], starts[0]
 
 
 def mask_statistics(spatial, block, rate, maps):
-    """Dropped fraction and run-length histograms (along each spatial axis)
-    of `maps` per-channel masks drawn with a fixed seed."""
+    """Dropped fraction and run-length histograms per map (maps x lengths,
+    along each spatial axis) of `maps` per-channel masks drawn with a fixed
+    seed."""
     x = ops.ones((maps // 8, *spatial, 8))
     y = to_numpy(keras_drop.ops.drop_block(x, rate, block, seed=3)) == 0
     y = np.moveaxis(y, -1, 1).reshape(-1, *spatial)
+    longest = 4 * max(spatial)
     histograms = []
     for axis in range(1, y.ndim):
-        runs = dropped_runs(np.moveaxis(y, axis, -1))
-        histograms.append(np.bincount(np.minimum(runs, 4 * max(spatial)), minlength=1))
+        runs, owner = dropped_runs(np.moveaxis(y, axis, -1))
+        counts = np.zeros((maps, longest + 1))
+        np.add.at(counts, (owner, np.minimum(runs, longest)), 1)
+        histograms.append(counts)
     return y.mean(), histograms
 
 
 def assert_same_distribution(counts_a, counts_b, z=5.0):
-    """Two histograms agree bin by bin (two-proportion z-test; bins with
-    few counts are pooled so the normal approximation holds)."""
-    size = max(len(counts_a), len(counts_b))
-    counts_a = np.pad(counts_a, (0, size - len(counts_a)))
-    counts_b = np.pad(counts_b, (0, size - len(counts_b)))
-    total_a, total_b = counts_a.sum(), counts_b.sum()
-    pooled_a = pooled_b = 0
-    for a, b in zip(counts_a, counts_b, strict=True):
-        pooled_a, pooled_b = pooled_a + a, pooled_b + b
-        if pooled_a + pooled_b < 200:
+    """Two run-length histograms (maps x lengths) agree bin by bin.
+
+    The runs of one map are not independent (a block of height h makes h
+    runs of the same length along the width), so each bin's proportion is
+    compared with a standard error from the spread between maps (the
+    ratio-estimator variance, maps being independent) rather than a
+    binomial one, which understates it by a factor of 2-3 here. Bins with
+    few runs are pooled so the normal approximation holds.
+    """
+
+    def proportion(counts, rows):
+        total = counts.sum(axis=1)
+        hits = counts[:, rows].sum(axis=1)
+        p = hits.sum() / total.sum()
+        variance = ((hits - p * total) ** 2).sum() / total.sum() ** 2
+        return p, variance
+
+    pooled = []
+    for length in range(counts_a.shape[1]):
+        pooled.append(length)
+        if counts_a[:, pooled].sum() + counts_b[:, pooled].sum() < 200:
             continue
-        p = (pooled_a + pooled_b) / (total_a + total_b)
-        se = math.sqrt(p * (1 - p) * (1 / total_a + 1 / total_b))
-        assert abs(pooled_a / total_a - pooled_b / total_b) < z * se + 1e-12
-        pooled_a = pooled_b = 0
+        p_a, var_a = proportion(counts_a, pooled)
+        p_b, var_b = proportion(counts_b, pooled)
+        assert abs(p_a - p_b) < z * math.sqrt(var_a + var_b) + 1e-12, pooled
+        pooled = []
 
 
 @pytest.mark.parametrize(
@@ -343,7 +366,7 @@ def test_constructions_draw_identically_distributed_masks(spatial, block, rate):
 # are in `_mask_construction`'s docstring).
 CHOICES = {
     "jax": {"per_channel": ("sparse", "max_pool"), "shared": ("dense", "max_pool")},
-    "tensorflow": {"per_channel": ("dense", "max_pool"), "shared": ("dense", "box")},
+    "tensorflow": {"per_channel": ("sparse", "max_pool"), "shared": ("dense", "box")},
     "torch": {"per_channel": ("sparse", "box"), "shared": ("dense", "box")},
 }
 
@@ -355,10 +378,18 @@ def test_each_backend_picks_its_measured_construction():
     assert choose([32, 56, 56, 64], [1, 2], [7, 7]) == picks["per_channel"]
     assert choose([32, 56, 56, 1], [1, 2], [7, 7]) == picks["shared"]
     assert choose([32, 64, 56, 56], [2, 3], [7, 7]) == picks["per_channel"]
-    # Small maps (36 valid positions) are sampled densely everywhere.
-    small = choose([64, 8, 8, 32], [1, 2], [3, 3])
+    # Planned for rate 0.1 (a layer's configured rate) it is the same.
+    gamma = drop_ops._static_block_seed_probability(0.1, (56, 56), (7, 7), True)
+    assert choose([32, 56, 56, 64], [1, 2], [7, 7], gamma) == picks["per_channel"]
+    # Where a sample's seeds would need more than 1/32 of its positions as
+    # slots, sampling is dense: small maps (8x8, block 3: 36 valid positions
+    # per map, 1152 per sample) and large maps at a high rate.
+    gamma = drop_ops._static_block_seed_probability(0.1, (8, 8), (3, 3), True)
+    small = choose([64, 8, 8, 32], [1, 2], [3, 3], gamma)
     assert small.sampling == "dense"
     assert small.dilation == picks["per_channel"][1]
+    gamma = drop_ops._static_block_seed_probability(0.7, (56, 56), (7, 7), True)
+    assert choose([32, 56, 56, 64], [1, 2], [7, 7], gamma).sampling == "dense"
     # An unknown spatial size: the one construction written for it.
     assert choose([None, None, 56, 64], [1, 2], [7, 7]) == ("dense", "max_pool")
 
@@ -387,31 +418,63 @@ def test_dilations_give_identical_masks_from_identical_seeds(
     np.testing.assert_array_equal(masks[0], masks[1])
 
 
-def binomial_tail(n, q, k):
-    """P(Binomial(n, q) > k), summed in log space (k is above the mean, so
-    the terms fall geometrically: those past 10 k are negligible)."""
+def poisson_tail(mean, k):
+    """P(Poisson(mean) > k), summed in log space (k is above the mean, so
+    the terms fall geometrically: those 20 standard deviations past k are
+    negligible)."""
     terms = [
-        math.lgamma(n + 1)
-        - math.lgamma(i + 1)
-        - math.lgamma(n - i + 1)
-        + i * math.log(q)
-        + (n - i) * math.log1p(-q)
-        for i in range(k + 1, min(n, 10 * k) + 1)
+        i * math.log(mean) - mean - math.lgamma(i + 1)
+        for i in range(k + 1, k + 100 + int(20 * math.sqrt(k)))
     ]
     top = max(terms)
     return math.exp(top) * sum(math.exp(t - top) for t in terms)
 
 
-@pytest.mark.parametrize("positions", [512, 700, 2500, 50 * 50 * 50, 10**6])
-def test_sparse_cap_is_exceeded_with_negligible_probability(positions):
-    cap = drop_ops._sparse_cap(positions)
+@pytest.mark.parametrize(
+    "positions, gamma_bound",
+    [
+        (512, None),
+        (2500, 0.0027),  # a shared 56x56 map, block 7, rate 0.1
+        (160_000, 0.0027),  # the same with 64 channels
+        (160_000, None),
+        (64 * 50**3, 1e-4),
+        (10**6, 0.3),
+        (600, 0.0),
+    ],
+)
+def test_sparse_cap_is_exceeded_with_negligible_probability(positions, gamma_bound):
+    cap = drop_ops._sparse_cap(positions, gamma_bound)
     gamma = drop_ops._sparse_gamma_limit(positions, cap)
     assert 0.0 < gamma < 1.0
-    q = -positions * math.expm1(math.log1p(-gamma) / positions)
-    assert binomial_tail(positions, q, cap) <= drop_ops._SPARSE_TAIL
-    # And the limit is not needlessly low: the expected seeds use a good
-    # part of the cap.
-    assert positions * q > 0.25 * cap
+    # The planned gamma fits, with headroom for a float32 solve of it.
+    if gamma_bound is not None:
+        assert gamma >= gamma_bound * 1.005
+    mean = -positions * math.log1p(-gamma)
+    assert poisson_tail(mean, cap) <= drop_ops._SPARSE_TAIL
+    # And the cap is not needlessly high: the expected seeds at the limit
+    # fill a good part of it (the Chernoff bound is loose on small caps).
+    assert mean > (0.75 if cap > 400 else 0.1) * cap
+
+
+def test_a_rate_above_the_planned_one_takes_the_dense_path():
+    """A compiled step sized for a layer's configured rate still drops the
+    rate it is given when that is larger (a rate set after tracing)."""
+    x = ops.ones((8, 56, 56, 64))
+    with drop_ops._force_construction("sparse", "max_pool"):
+        y = drop_ops._drop_block(
+            x,
+            ops.convert_to_tensor(0.5),
+            7,
+            rate_bound=0.01,
+            shared_channels=False,
+            exact_rate=True,
+            scale_by_keep=True,
+            with_noise=False,
+            data_format="channels_last",
+            seed=3,
+        )
+    # A sparse draw capped for rate 0.01 would drop about 0.02.
+    assert np.mean(to_numpy(y) == 0) == pytest.approx(0.5, abs=0.03)
 
 
 # --------------------------------------------------------------------------

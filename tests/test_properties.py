@@ -26,7 +26,7 @@ from keras import ops
 
 import keras_drop
 from keras_drop import ops as drop_ops
-from keras_drop.ops import _block_seed_probability
+from keras_drop.ops import _block_seed_probability, _static_block_seed_probability
 from tests.helpers import is_union_of_blocks, to_numpy
 
 MAX_SEED = 2**31 - 1
@@ -199,6 +199,11 @@ def test_drop_block_gamma_does_not_depend_on_knowing_the_sizes(case, rate, exact
     np.testing.assert_allclose(
         to_numpy(dynamic), to_numpy(static), rtol=1e-5, atol=1e-30
     )
+    # And the float64 NumPy solve used for a rate given as a Python float.
+    solved = _static_block_seed_probability(
+        float(rate), tuple(sizes), tuple(clipped), exact_rate
+    )
+    np.testing.assert_allclose(solved, to_numpy(static), rtol=1e-5, atol=1e-30)
 
 
 @pytest.mark.backends("tensorflow")

@@ -58,10 +58,11 @@ class _DropBlock(RateLayer):
     def call(self, inputs, training=False):
         if not training:
             return inputs
-        return drop_ops.drop_block(
+        return drop_ops._drop_block(
             inputs,
             self._current_strength(),
             self.block_size,
+            rate_bound=self._get_strength(),
             shared_channels=self.shared_channels,
             exact_rate=self.exact_rate,
             scale_by_keep=self.scale_by_keep,
