@@ -480,15 +480,18 @@ def _block_drop_mask(
     dense_seed, count_seed, position_seed = _branch_seeds(seed, 3)
 
     def sparse():
+        box = construction.dilation == "box"
         seeds = _sparse_seeds(
             mask_shape,
             spatial_axes,
             blocks,
             gamma,
             (count_seed, position_seed),
-            left,
+            None if box else left,
             cap,
         )
+        if box:
+            return _cover_from_corners(seeds, mask_shape, spatial_axes, blocks) > 0
         return _dilate(seeds, spatial_axes, blocks, construction, data_format)
 
     def dense():
@@ -557,10 +560,12 @@ def _sparse_seeds(
     blocks: Sequence[int],
     gamma: Any,
     seeds: tuple[Any, Any],
-    left: Sequence[int],
+    left: Sequence[int] | None,
     cap: int,
 ) -> Any:
-    """The padded seeds of `_dense_seeds` (static sizes), drawn sparsely.
+    """Seeds drawn sparsely (static sizes): the padded seeds of
+    `_dense_seeds` for `left` paddings, or for `left=None` the corners of
+    their blocks (see `_cover_from_corners`).
 
     Per sample, X ~ Poisson(mean) seeds fall on its N valid positions (all
     channels), each uniformly and independently, written with a
@@ -586,11 +591,16 @@ def _sparse_seeds(
     # channel axis).
     valid = {a: mask_shape[a] for a in range(1, rank)}
     before = {a: 0 for a in range(1, rank)}
-    for axis, b, pad in zip(spatial_axes, blocks, left, strict=True):
+    padded = list(mask_shape)
+    for i, (axis, b) in enumerate(zip(spatial_axes, blocks, strict=True)):
         valid[axis] = mask_shape[axis] - b + 1
-        before[axis] = pad
-    # n - b + 1 valid positions, `pad` zeros before them and b - 1 after.
-    padded = [batch] + [mask_shape[a] + before[a] for a in range(1, rank)]
+        if left is None:
+            # Corners at s and s + b, s <= n - b: n + 1 positions.
+            padded[axis] = mask_shape[axis] + (1 if b > 1 else 0)
+        else:
+            # n - b + 1 valid positions, `left` zeros before them, b - 1 after.
+            before[axis] = left[i]
+            padded[axis] = mask_shape[axis] + left[i]
     strides = [1] * rank
     for axis in range(rank - 2, -1, -1):
         strides[axis] = strides[axis + 1] * padded[axis + 1]
@@ -617,6 +627,16 @@ def _sparse_seeds(
         remaining = remaining // valid[axis]
         flat = flat + (coordinate + before[axis]) * strides[axis]
 
+    if left is None:
+        # Each block's 2^d corners, signed: +1 at the seed, -1 one block
+        # past it along one axis, +1 along two, ...
+        indices, values = [flat], [active]
+        for axis, b in zip(spatial_axes, blocks, strict=True):
+            if b > 1:
+                indices += [i + b * strides[axis] for i in indices]
+                values += [-v for v in values]
+        flat = ops.concatenate(indices, axis=1)
+        active = ops.concatenate(values, axis=1)
     seeds = ops.scatter_update(
         ops.zeros((strides[0] * batch,), dtype="float32"),
         ops.reshape(flat, (-1, 1)),
@@ -624,6 +644,26 @@ def _sparse_seeds(
         reduction="add",
     )
     return ops.reshape(seeds, padded)
+
+
+def _cover_from_corners(
+    corners: Any,
+    mask_shape: Sequence[Any],
+    spatial_axes: Sequence[int],
+    blocks: Sequence[int],
+) -> Any:
+    """How many seeds' blocks cover each unit, from the signed corners of
+    the blocks (`_sparse_seeds` with `left=None`): prefix sums along each
+    spatial axis turn them into the blocks' indicators summed (a
+    d-dimensional difference array), one pass per axis with nothing to
+    subtract. The last position along each axis (where corners one block
+    past a block ending at the border fall) is cut off. Counts are small
+    integers, exact in float32."""
+    cover = corners
+    for axis, b in zip(spatial_axes, blocks, strict=True):
+        if b > 1:
+            cover = ops.cumsum(cover, axis=axis)
+    return ops.slice(cover, [0] * len(mask_shape), list(mask_shape))
 
 
 @functools.lru_cache(maxsize=256)
