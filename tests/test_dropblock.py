@@ -456,6 +456,28 @@ def test_sparse_cap_is_exceeded_with_negligible_probability(positions, gamma_bou
     assert mean > (0.75 if cap > 400 else 0.1) * cap
 
 
+def test_sparse_seeds_fall_on_each_valid_position_independently():
+    """Sparse sampling seeds each valid position with probability gamma,
+    independently: the seeded positions of a sample number Binomial(N,
+    gamma) (mean and variance), and none lies in the padding."""
+    samples, gamma = 2048, 0.05
+    mask_shape, blocks, left = [samples, 20, 20, 8], [3, 3], [2, 2]
+    positions = 18 * 18 * 8
+    cap = drop_ops._sparse_cap(positions, gamma)
+    seeds = to_numpy(
+        drop_ops._sparse_seeds(mask_shape, [1, 2], blocks, gamma, (5, 6), left, cap)
+    )
+    assert seeds.shape == (samples, 22, 22, 8)
+    valid = np.zeros(seeds.shape, bool)
+    valid[:, 2:20, 2:20] = True
+    assert not seeds[~valid].any()
+    seeded = (seeds > 0).reshape(samples, -1).sum(axis=1)
+    mean, variance = positions * gamma, positions * gamma * (1 - gamma)
+    # Five standard errors of the sample mean and variance.
+    assert abs(seeded.mean() - mean) < 5 * math.sqrt(variance / samples)
+    assert abs(seeded.var() - variance) < 5 * variance * math.sqrt(2 / samples)
+
+
 def test_a_rate_above_the_planned_one_takes_the_dense_path():
     """A compiled step sized for a layer's configured rate still drops the
     rate it is given when that is larger (a rate set after tracing)."""
