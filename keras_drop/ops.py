@@ -645,13 +645,13 @@ def _sparse_seeds(
 
 def _scatter_add(indices: Any, values: Any, size: Any) -> Any:
     """A float32 vector of `size` zeros with `values` added at `indices`
-    (duplicates summed). TensorFlow: an unsorted segment sum, which writes
-    its output once (3.5 ms against 5.9 ms for `scatter_update` onto zeros,
-    18,560 values into 7.9M); elsewhere `scatter_update` with "add" (one
-    `index_put_` on torch, where Keras' segment sum repeats and copies its
-    ids and `scatter` loops in Python)."""
+    (duplicates summed). TensorFlow: `scatter` (`tf.scatter_nd`), which
+    writes its output once (4.5 ms against 5.9 ms for `scatter_update`
+    onto zeros, 18,560 values into 7.9M; `segment_sum`, 3.5 ms there,
+    took 25 ms into 9.4M); elsewhere `scatter_update` with "add" (one
+    `index_put_` on torch, where Keras' `scatter` loops in Python)."""
     if keras.backend.backend() == "tensorflow":
-        return ops.segment_sum(values, indices, num_segments=size)
+        return ops.scatter(ops.reshape(indices, (-1, 1)), values, (size,))
     return ops.scatter_update(
         ops.zeros((size,), dtype="float32"),
         ops.reshape(indices, (-1, 1)),

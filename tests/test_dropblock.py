@@ -478,6 +478,31 @@ def test_sparse_seeds_fall_on_each_valid_position_independently():
     assert abs(seeded.var() - variance) < 5 * variance * math.sqrt(2 / samples)
 
 
+@pytest.mark.backends("tensorflow")
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_sparse_sampling_with_a_batch_size_unknown_while_tracing(jit_compile):
+    """`fit` on TensorFlow retraces its step with an unknown batch size: the
+    sparse sampler then sizes its draws and its scatter at run time."""
+    import tensorflow as tf
+
+    layer = DropBlock2D(0.1, 7, seed=2)
+    gamma = drop_ops._static_block_seed_probability(0.1, (56, 56), (7, 7), True)
+    construction = drop_ops._mask_construction(
+        [None, 56, 56, 64], [1, 2], [7, 7], gamma
+    )
+    assert construction.sampling == "sparse"
+    step = tf.function(
+        lambda x: layer(x, training=True),
+        input_signature=[tf.TensorSpec((None, 56, 56, 64), tf.float32)],
+        jit_compile=jit_compile,
+    )
+    y = to_numpy(step(tf.ones((24, 56, 56, 64))))
+    assert y.shape == (24, 56, 56, 64)
+    assert np.mean(y == 0) == pytest.approx(0.1, rel=0.05)
+    maps = np.moveaxis(y == 0, -1, 1).reshape(-1, 56, 56)
+    assert is_union_of_blocks(maps, (7, 7))
+
+
 def test_a_rate_above_the_planned_one_takes_the_dense_path():
     """A compiled step sized for a layer's configured rate still drops the
     rate it is given when that is larger (a rate set after tracing)."""
