@@ -265,41 +265,42 @@ def _mask_construction(
 ) -> _Construction:
     """The fastest construction of this mask on this backend.
 
-    Chosen once per trace from the backend and the static shape. Ratios to
+    Chosen once per trace from the backend, the static shape and
+    `gamma_bound` (see `_block_drop_mask`). Ratios to
     `keras.layers.Dropout(0.1)` in the same process, DropBlock2D(0.1, 7) on
-    (32, 56, 56, 64) float32, CPU (AMD EPYC, 2 cores), per-channel masks
-    (shared-channel masks in brackets):
+    (32, 56, 56, 64) float32, each construction forced, CPU (AMD EPYC, 2
+    cores, 2026-12-02), per-channel masks (shared-channel masks in
+    brackets):
 
     | construction | JAX (jit) | TF (tf.function) | torch (eager) |
     |---|---|---|---|
-    | dense + max_pool | 0.97 | 1.57 (0.52) | 3.58 (0.19) |
-    | sparse + max_pool | 0.45 | 1.11, no XLA | 3.09 |
-    | dense + box | - | 3.68 (0.18) | 1.58 (0.11) |
-    | sparse + box | - | 3.18 | 1.36 |
+    | dense + max_pool | 0.95 (0.05) | 1.34 (0.32) | 2.38 (0.10) |
+    | sparse + max_pool | 0.43 (0.05) | 0.91 (0.32) | 1.99 (0.10) |
+    | dense + box | - | 4.78 (0.38) | 1.36 (0.05) |
+    | sparse + box | - | 3.81 (0.33) | 0.91 (0.06) |
 
-    - JAX: sparse sampling where it applies, then max-pools (XLA fuses the
-      index arithmetic and the scatter; its cumsum is a slow reduce-window
-      on CPU).
-    - TensorFlow: dense sampling; max-pools for per-channel masks, the box
-      filter for shared-channel ones (its pooling kernels are slow on a
-      single channel). Sparse sampling would be faster under plain
-      `tf.function`, but TF's binomial sampler has no XLA kernel and `fit`
-      compiles with XLA by default (where Dropout takes 2.3 s against
-      0.1 s for the dense construction on CPU).
-    - torch: the box filter (its CPU max-pool is slow), after sparse
-      sampling where it applies.
+    - Sampling: sparse for per-channel masks where it applies (see
+      `_sparse_applies`), on every backend; dense for shared-channel masks,
+      C times smaller than the input, where neither is faster.
+    - Dilation: max-pools on JAX (its cumsum is a slow reduce-window on
+      CPU) and TensorFlow (whose cumsum is slow too); on torch the box
+      filter, whose sparse form scatters the blocks' corners and needs
+      only prefix sums (torch's CPU max-pool is slow). TensorFlow's
+      shared-channel masks take the box filter: on this machine it is
+      within 1.5 ms of the max-pools (10.4 against 8.9 ms), and on an
+      earlier 2-core AMD EPYC, whose TF pooling kernels were far slower
+      (two float32 pools of (32, 62, 62, 64) in 107 ms, 9 ms here), it
+      took 9.4 ms against 26.5 ms.
 
-    TensorFlow's max-pool is its costly step on per-channel masks: two
-    float32 pools of (32, 62, 62, 64) take 107 ms on CPU, against 85 ms for
-    `tf.nn.dropout` of the input. On uint8 they take 19 ms, but the same
-    graph compiled with XLA went from 0.18 s to 5 s, so masks stay float32.
+    Under XLA (TensorFlow's `fit` default) every construction compiles;
+    sparse + max_pool took 28 ms there, dense + max_pool 47 ms (Keras'
+    Dropout: 2 s on CPU). Masks stay float32: pooling uint8 masks was
+    faster under plain `tf.function` on the earlier machine but took the
+    XLA-compiled step from 0.18 s to 5 s.
 
-    Sparse sampling applies to per-channel masks whose maps are large (at
-    least `_SPARSE_MIN_POSITIONS` valid positions) when every size but the
-    batch is static; it falls back to dense draws at run time when gamma is too
-    large for its static cap (see `_sparse_gamma_limit`). With a dynamic
-    spatial size every backend samples densely and max-pools (the one
-    construction written for dynamic sizes, always correct).
+    With a dynamic spatial size every backend samples densely and
+    max-pools (the one construction written for dynamic sizes, always
+    correct).
     """
     backend = keras.backend.backend()
     static = all(isinstance(mask_shape[a], int) for a in spatial_axes)
@@ -352,10 +353,12 @@ def _sparse_applies(
 ) -> bool:
     """Whether a per-channel mask's seeds are few enough to be drawn
     sparsely: a sample's cap (`_sparse_cap`) within 1/32 of its valid
-    positions, with at least `_SPARSE_MIN_POSITIONS` of them. A
-    shared-channel mask is C times smaller than the input and cheap to
-    draw densely (on JAX 4.7 ms dense, 6.9 ms sparse for (32, 56, 56, 1),
-    block 7; the same on torch)."""
+    positions, with at least `_SPARSE_MIN_POSITIONS` of them. Past that
+    (small maps, high rates) dense draws cost about the same and need no
+    scatter: on (64, 8, 8, 32), block 3, torch took 2.5 ms dense and 3.0
+    ms sparse. A shared-channel mask is C times smaller than the input and
+    cheap either way (dense and sparse within 0.5 ms on every backend for
+    (32, 56, 56, 1), block 7): it is drawn densely."""
     channels = _mask_channels(mask_shape, spatial_axes)
     if not isinstance(channels, int) or channels == 1:
         return False
