@@ -366,7 +366,10 @@ def test_constructions_draw_identically_distributed_masks(spatial, block, rate):
 # are in `_mask_construction`'s docstring).
 CHOICES = {
     "jax": {"per_channel": ("sparse", "max_pool"), "shared": ("dense", "max_pool")},
-    "tensorflow": {"per_channel": ("sparse", "max_pool"), "shared": ("dense", "box")},
+    "tensorflow": {
+        "per_channel": ("sparse", "max_pool"),
+        "shared": ("dense", "max_pool"),
+    },
     "torch": {"per_channel": ("sparse", "box"), "shared": ("dense", "box")},
 }
 
