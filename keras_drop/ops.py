@@ -233,6 +233,9 @@ _SPARSE_MIN_POSITIONS = 512
 # Probability, per sample and call, that its seeds outnumber the cap (the
 # Chernoff bound in `_poisson_tail_exponent` keeps it under this).
 _SPARSE_TAIL = 1e-9
+# TensorFlow's segment sum slows fivefold past about 8.4M outputs (see
+# `_scatter_add`).
+_TF_SEGMENT_SUM_SIZE = 2**23
 # Relative headroom of the cap over the largest gamma a call is planned for:
 # the graph solves gamma in float32, a few ulps from the float64 plan.
 _SPARSE_GAMMA_HEADROOM = 1.01
@@ -644,12 +647,20 @@ def _sparse_seeds(
 
 def _scatter_add(indices: Any, values: Any, size: Any) -> Any:
     """A float32 vector of `size` zeros with `values` added at `indices`
-    (duplicates summed). TensorFlow: `scatter` (`tf.scatter_nd`), which
-    writes its output once (4.5 ms against 5.9 ms for `scatter_update`
-    onto zeros, 18,560 values into 7.9M; `segment_sum`, 3.5 ms there,
-    took 25 ms into 9.4M); elsewhere `scatter_update` with "add" (one
-    `index_put_` on torch, where Keras' `scatter` loops in Python)."""
+    (duplicates summed).
+
+    TensorFlow has two kernels that write their output once, each slow
+    somewhere (CPU, milliseconds, K values into N zeros): its unsorted
+    segment sum is cheap per value but 5x slower past about 8.4M zeros
+    (K = 18,000: 5.1 at N = 8.3M, 28.6 at 9.4M), `tf.scatter_nd` costs
+    0.15-0.2 us per value (K = 100,000, N = 7.8M: 21.6 against 7.1 for the
+    segment sum). So: the segment sum below 2^23 zeros of static size,
+    `scatter` (`tf.scatter_nd`) otherwise. Elsewhere `scatter_update` with
+    "add" (one `index_put_` on torch, where Keras' `scatter` loops in
+    Python)."""
     if keras.backend.backend() == "tensorflow":
+        if isinstance(size, int) and size < _TF_SEGMENT_SUM_SIZE:
+            return ops.segment_sum(values, indices, num_segments=size)
         return ops.scatter(ops.reshape(indices, (-1, 1)), values, (size,))
     return ops.scatter_update(
         ops.zeros((size,), dtype="float32"),
