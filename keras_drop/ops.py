@@ -576,8 +576,8 @@ def _sparse_seeds(
     of the positions are then independent Poisson(mean / N) counts, so
     with mean = -N log(1 - gamma) every position is a seed independently
     with probability exactly gamma: the same law as dense draws. X is
-    drawn by inverse CDF from one uniform per sample (keras.random's
-    binomial and Poisson samplers have no XLA kernel on TensorFlow), over
+    drawn by inverse CDF from one uniform per sample (the binomial sampler
+    of `keras.random` has no XLA kernel on TensorFlow), over
     0 .. cap: the law is truncated at the cap, whose tail
     `_sparse_gamma_limit` bounds by 1e-9 per sample. The CDF is computed
     in float32 from log-weights k log(mean) - log(k!); rounding moves it
@@ -877,7 +877,9 @@ def _drop_block(
         )
     if static and isinstance(rate, (int, float)):
         # Solved once per trace, not in every step.
-        gamma = gamma_bound
+        gamma = _static_block_seed_probability(
+            float(rate), tuple(sizes), tuple(blocks), exact_rate
+        )
     else:
         gamma = _block_seed_probability(rate, sizes, blocks, exact_rate)
     mask_shape = list(shape)
