@@ -151,7 +151,7 @@ def _block_seed_probability(
         factor = 1.0
         for n, b in zip(sizes, blocks, strict=True):
             if isinstance(n, int):
-                factor = factor * (n / (b * max(n - b + 1, 1)))
+                factor = factor * _paper_axis_factor(n, b)
             else:
                 # A size known only at run time: clip the block here, as
                 # `drop_block` clips it against a static size.
@@ -175,12 +175,18 @@ def _static_block_seed_probability(
     if not exact_rate:
         factor = 1.0
         for n, b in zip(sizes, blocks, strict=True):
-            factor *= n / (b * max(n - b + 1, 1))
+            factor *= _paper_axis_factor(n, b)
         return min(rate * factor, 1.0)
     values, probs = _static_cover_distribution(sizes, blocks)
     values, probs = values.astype(np.float64), probs.astype(np.float64)
     u = _solve_seed_exponent(-np.log1p(-rate), values, probs, np)
     return float(-np.expm1(-u))
+
+
+def _paper_axis_factor(size: int, block: int) -> float:
+    """One axis's factor n / (b (n - b + 1)) of the paper's gamma, for a
+    static size (the block already clipped to it)."""
+    return size / (block * max(size - block + 1, 1))
 
 
 def _solve_seed_exponent(a: Any, values: Any, probs: Any, xp: Any) -> Any:
