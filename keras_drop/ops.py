@@ -205,158 +205,6 @@ def _drop_block(
     return inputs * ops.cast(multiplier, dtype)
 
 
-def _keep_multiplier(shape: Any, rate: Any, scale_by_keep: bool, seed: Any) -> Any:
-    """A float32 tensor of `shape` holding 0 (dropped, with probability
-    `rate`) or the keep scale: 1 / (1 - rate) with `scale_by_keep`, else 1.
-
-    `uniform >= rate` keeps with probability exactly 1 - rate, and at rate 0
-    every entry is exactly 1.0, so the output is the input bit for bit.
-    """
-    uniform = keras.random.uniform(shape, dtype="float32", seed=seed)
-    scale = 1.0 / (1.0 - rate) if scale_by_keep else 1.0
-    return ops.where(uniform >= rate, scale, 0.0)
-
-
-def drop_path(
-    inputs: Any, rate: Any, *, scale_by_keep: bool = True, seed: Any = None
-) -> Any:
-    """DropPath: zeroes each sample's whole input with probability `rate`.
-
-    Meant for a residual branch (`x + drop_path(branch(x), rate)`): a sample
-    whose branch is dropped passes through the shortcut alone. Kept samples
-    are scaled by 1 / (1 - rate) with `scale_by_keep`, so the expected output
-    is the input.
-
-    Args:
-        inputs: a float tensor of rank >= 2, batch first.
-        rate: probability that a sample is dropped, in [0, 1); a Python
-            float or a scalar tensor.
-        scale_by_keep: scale kept samples by 1 / (1 - rate).
-        seed: int in [0, 2**31 - 1], `keras.random.SeedGenerator` or `None`.
-
-    Returns:
-        A tensor of the input's shape and dtype.
-
-    Reference:
-        [Larsson et al., 2016](https://arxiv.org/abs/1605.07648) (FractalNet);
-        timm's `drop_path`.
-    """
-    inputs = ops.convert_to_tensor(inputs)
-    rank = len(inputs.shape)
-    _validation.check_min_rank(inputs.shape, 2, "drop_path")
-    _validate_strength(rate)
-    _validation.validate_bool(scale_by_keep, "scale_by_keep")
-    seed = _validation.validate_op_seed(seed)
-    shape = (ops.shape(inputs)[0],) + (1,) * (rank - 1)
-    multiplier = _keep_multiplier(shape, rate, scale_by_keep, seed)
-    return inputs * ops.cast(multiplier, inputs.dtype)
-
-
-def drop_connect(kernel: Any, rate: Any, *, seed: Any = None) -> Any:
-    """DropConnect on a weight tensor: each entry zeroed with probability
-    `rate`, kept entries scaled by 1 / (1 - rate).
-
-    The same maths as `keras.random.dropout`, with `rate` allowed to be a
-    tensor (a layer's schedulable rate); one mask for the whole tensor, so a
-    dropped kernel is shared by the batch.
-
-    Args:
-        kernel: a float tensor, typically a layer's kernel.
-        rate: probability that an entry is dropped, in [0, 1); a Python
-            float or a scalar tensor.
-        seed: int in [0, 2**31 - 1], `keras.random.SeedGenerator` or `None`.
-
-    Returns:
-        A tensor of the kernel's shape and dtype.
-
-    Reference:
-        [Wan et al., 2013](https://proceedings.mlr.press/v28/wan13.html)
-    """
-    kernel = ops.convert_to_tensor(kernel)
-    _validate_strength(rate)
-    seed = _validation.validate_op_seed(seed)
-    multiplier = _keep_multiplier(ops.shape(kernel), rate, True, seed)
-    return kernel * ops.cast(multiplier, kernel.dtype)
-
-
-def stochastic_depth(
-    shortcut: Any,
-    residual: Any,
-    rate: Any,
-    *,
-    mode: str = "batch",
-    scale_by_keep: bool = False,
-    seed: Any = None,
-) -> Any:
-    """Stochastic Depth in training: `shortcut + b * residual`.
-
-    b ~ Bernoulli(1 - rate) is drawn once for the whole batch
-    (`mode="batch"`, the paper) or once per sample (`mode="row"`). With
-    `scale_by_keep`, a kept residual is scaled by 1 / (1 - rate) (timm and
-    torchvision); without it, the network is meant to scale the residual by
-    1 - rate at inference (the paper). The `StochasticDepth` layer applies
-    the matching inference rule.
-
-    Args:
-        shortcut: the identity (or projection) path, a float tensor.
-        residual: the residual branch, same shape as `shortcut`.
-        rate: probability that the residual is dropped, in [0, 1); a Python
-            float or a scalar tensor.
-        mode: `"batch"` or `"row"`.
-        scale_by_keep: scale kept residuals by 1 / (1 - rate).
-        seed: int in [0, 2**31 - 1], `keras.random.SeedGenerator` or `None`.
-
-    Returns:
-        A tensor of the inputs' shape and dtype.
-
-    Reference:
-        [Huang et al., 2016](https://arxiv.org/abs/1603.09382)
-    """
-    shortcut = ops.convert_to_tensor(shortcut)
-    residual = ops.convert_to_tensor(residual)
-    _validation.check_same_shape(shortcut.shape, residual.shape, "stochastic_depth")
-    _validate_strength(rate)
-    _validation.validate_choice(mode, ("batch", "row"), "mode")
-    _validation.validate_bool(scale_by_keep, "scale_by_keep")
-    seed = _validation.validate_op_seed(seed)
-    rank = len(residual.shape)
-    # No annotation on `shape`: TensorFlow's AutoGraph cannot convert an
-    # annotated name assigned in an `if` (it warns, then runs this as-is).
-    if mode == "batch":
-        shape = ()
-    else:
-        shape = (ops.shape(residual)[0],) + (1,) * (rank - 1)
-    multiplier = _keep_multiplier(shape, rate, scale_by_keep, seed)
-    return shortcut + residual * ops.cast(multiplier, residual.dtype)
-
-
-def uniform_dropout(inputs: Any, beta: Any, *, seed: Any = None) -> Any:
-    """Uout: multiplies every unit by 1 + U(-beta, beta) noise.
-
-    The noise has mean 1 (the expected output is the input) and variance
-    beta^2 / 3. At `beta == 0` the multiplier is exactly 1 and the output
-    is the input bit for bit.
-
-    Args:
-        inputs: a float tensor.
-        beta: the noise half-width, >= 0; a Python float or a scalar tensor.
-        seed: int in [0, 2**31 - 1], `keras.random.SeedGenerator` or `None`.
-
-    Returns:
-        A tensor of the input's shape and dtype.
-
-    Reference:
-        [Li et al., 2019](https://arxiv.org/abs/1801.05134)
-    """
-    inputs = ops.convert_to_tensor(inputs)
-    _validate_strength(beta, _validation.validate_non_negative, "beta")
-    seed = _validation.validate_op_seed(seed)
-    noise = keras.random.uniform(
-        ops.shape(inputs), minval=-1.0, maxval=1.0, dtype="float32", seed=seed
-    )
-    return inputs * ops.cast(1.0 + beta * noise, inputs.dtype)
-
-
 # The few tensor functions `_cutout` uses, under the names a Keras backend
 # module gives them. `cutout` passes this namespace; the `Cutout` layer in a
 # `tf.data` pipeline passes the TensorFlow backend instead (see
@@ -457,3 +305,155 @@ def _cutout(
     fill = backend.cast(fill_value, images.dtype)
     outputs = xp.where(hole, fill, images)
     return outputs[0] if single else outputs
+
+
+def _keep_multiplier(shape: Any, rate: Any, scale_by_keep: bool, seed: Any) -> Any:
+    """A float32 tensor of `shape` holding 0 (dropped, with probability
+    `rate`) or the keep scale: 1 / (1 - rate) with `scale_by_keep`, else 1.
+
+    `uniform >= rate` keeps with probability exactly 1 - rate, and at rate 0
+    every entry is exactly 1.0, so the output is the input bit for bit.
+    """
+    uniform = keras.random.uniform(shape, dtype="float32", seed=seed)
+    scale = 1.0 / (1.0 - rate) if scale_by_keep else 1.0
+    return ops.where(uniform >= rate, scale, 0.0)
+
+
+def drop_path(
+    inputs: Any, rate: Any, *, scale_by_keep: bool = True, seed: Any = None
+) -> Any:
+    """DropPath: zeroes each sample's whole input with probability `rate`.
+
+    Meant for a residual branch (`x + drop_path(branch(x), rate)`): a sample
+    whose branch is dropped passes through the shortcut alone. Kept samples
+    are scaled by 1 / (1 - rate) with `scale_by_keep`, so the expected output
+    is the input.
+
+    Args:
+        inputs: a float tensor of rank >= 2, batch first.
+        rate: probability that a sample is dropped, in [0, 1); a Python
+            float or a scalar tensor.
+        scale_by_keep: scale kept samples by 1 / (1 - rate).
+        seed: int in [0, 2**31 - 1], `keras.random.SeedGenerator` or `None`.
+
+    Returns:
+        A tensor of the input's shape and dtype.
+
+    Reference:
+        [Larsson et al., 2016](https://arxiv.org/abs/1605.07648) (FractalNet);
+        timm's `drop_path`.
+    """
+    inputs = ops.convert_to_tensor(inputs)
+    rank = len(inputs.shape)
+    _validation.check_min_rank(inputs.shape, 2, "drop_path")
+    _validate_strength(rate)
+    _validation.validate_bool(scale_by_keep, "scale_by_keep")
+    seed = _validation.validate_op_seed(seed)
+    shape = (ops.shape(inputs)[0],) + (1,) * (rank - 1)
+    multiplier = _keep_multiplier(shape, rate, scale_by_keep, seed)
+    return inputs * ops.cast(multiplier, inputs.dtype)
+
+
+def stochastic_depth(
+    shortcut: Any,
+    residual: Any,
+    rate: Any,
+    *,
+    mode: str = "batch",
+    scale_by_keep: bool = False,
+    seed: Any = None,
+) -> Any:
+    """Stochastic Depth in training: `shortcut + b * residual`.
+
+    b ~ Bernoulli(1 - rate) is drawn once for the whole batch
+    (`mode="batch"`, the paper) or once per sample (`mode="row"`). With
+    `scale_by_keep`, a kept residual is scaled by 1 / (1 - rate) (timm and
+    torchvision); without it, the network is meant to scale the residual by
+    1 - rate at inference (the paper). The `StochasticDepth` layer applies
+    the matching inference rule.
+
+    Args:
+        shortcut: the identity (or projection) path, a float tensor.
+        residual: the residual branch, same shape as `shortcut`.
+        rate: probability that the residual is dropped, in [0, 1); a Python
+            float or a scalar tensor.
+        mode: `"batch"` or `"row"`.
+        scale_by_keep: scale kept residuals by 1 / (1 - rate).
+        seed: int in [0, 2**31 - 1], `keras.random.SeedGenerator` or `None`.
+
+    Returns:
+        A tensor of the inputs' shape and dtype.
+
+    Reference:
+        [Huang et al., 2016](https://arxiv.org/abs/1603.09382)
+    """
+    shortcut = ops.convert_to_tensor(shortcut)
+    residual = ops.convert_to_tensor(residual)
+    _validation.check_same_shape(shortcut.shape, residual.shape, "stochastic_depth")
+    _validate_strength(rate)
+    _validation.validate_choice(mode, ("batch", "row"), "mode")
+    _validation.validate_bool(scale_by_keep, "scale_by_keep")
+    seed = _validation.validate_op_seed(seed)
+    rank = len(residual.shape)
+    # No annotation on `shape`: TensorFlow's AutoGraph cannot convert an
+    # annotated name assigned in an `if` (it warns, then runs this as-is).
+    if mode == "batch":
+        shape = ()
+    else:
+        shape = (ops.shape(residual)[0],) + (1,) * (rank - 1)
+    multiplier = _keep_multiplier(shape, rate, scale_by_keep, seed)
+    return shortcut + residual * ops.cast(multiplier, residual.dtype)
+
+
+def drop_connect(kernel: Any, rate: Any, *, seed: Any = None) -> Any:
+    """DropConnect on a weight tensor: each entry zeroed with probability
+    `rate`, kept entries scaled by 1 / (1 - rate).
+
+    The same maths as `keras.random.dropout`, with `rate` allowed to be a
+    tensor (a layer's schedulable rate); one mask for the whole tensor, so a
+    dropped kernel is shared by the batch.
+
+    Args:
+        kernel: a float tensor, typically a layer's kernel.
+        rate: probability that an entry is dropped, in [0, 1); a Python
+            float or a scalar tensor.
+        seed: int in [0, 2**31 - 1], `keras.random.SeedGenerator` or `None`.
+
+    Returns:
+        A tensor of the kernel's shape and dtype.
+
+    Reference:
+        [Wan et al., 2013](https://proceedings.mlr.press/v28/wan13.html)
+    """
+    kernel = ops.convert_to_tensor(kernel)
+    _validate_strength(rate)
+    seed = _validation.validate_op_seed(seed)
+    multiplier = _keep_multiplier(ops.shape(kernel), rate, True, seed)
+    return kernel * ops.cast(multiplier, kernel.dtype)
+
+
+def uniform_dropout(inputs: Any, beta: Any, *, seed: Any = None) -> Any:
+    """Uout: multiplies every unit by 1 + U(-beta, beta) noise.
+
+    The noise has mean 1 (the expected output is the input) and variance
+    beta^2 / 3. At `beta == 0` the multiplier is exactly 1 and the output
+    is the input bit for bit.
+
+    Args:
+        inputs: a float tensor.
+        beta: the noise half-width, >= 0; a Python float or a scalar tensor.
+        seed: int in [0, 2**31 - 1], `keras.random.SeedGenerator` or `None`.
+
+    Returns:
+        A tensor of the input's shape and dtype.
+
+    Reference:
+        [Li et al., 2019](https://arxiv.org/abs/1801.05134)
+    """
+    inputs = ops.convert_to_tensor(inputs)
+    _validate_strength(beta, _validation.validate_non_negative, "beta")
+    seed = _validation.validate_op_seed(seed)
+    noise = keras.random.uniform(
+        ops.shape(inputs), minval=-1.0, maxval=1.0, dtype="float32", seed=seed
+    )
+    return inputs * ops.cast(1.0 + beta * noise, inputs.dtype)
