@@ -39,21 +39,6 @@ __all__ = [
 ]
 
 
-def _validate_strength(
-    value: Any, check: Any = _validation.validate_rate, name: str = "rate"
-) -> None:
-    """A rate (or `beta`) given as a number is checked against its range; a
-    scalar tensor (a layer's variable) was checked when it was assigned.
-    Anything else is refused."""
-    if isinstance(value, keras.Variable) or ops.is_tensor(value):
-        if len(value.shape) == 0:
-            return
-        raise _validation.invalid_value(name, "a float or a scalar tensor", value)
-    if isinstance(value, np.ndarray) and value.ndim == 0:
-        value = value.item()
-    check(value, name)
-
-
 def drop_block(
     inputs: Any,
     rate: Any,
@@ -146,7 +131,7 @@ def _drop_block(
         )
     spatial_rank = rank - 2
     block = _validation.validate_int_tuple(block_size, spatial_rank, "block_size")
-    _validate_strength(rate)
+    _validation.validate_strength(rate)
     seed = _validation.validate_op_seed(seed)
 
     shape = list(ops.shape(inputs))
@@ -346,7 +331,7 @@ def drop_path(
     inputs = ops.convert_to_tensor(inputs)
     rank = len(inputs.shape)
     _validation.check_min_rank(inputs.shape, 2, "drop_path")
-    _validate_strength(rate)
+    _validation.validate_strength(rate)
     _validation.validate_bool(scale_by_keep, "scale_by_keep")
     seed = _validation.validate_op_seed(seed)
     shape = (ops.shape(inputs)[0],) + (1,) * (rank - 1)
@@ -390,7 +375,7 @@ def stochastic_depth(
     shortcut = ops.convert_to_tensor(shortcut)
     residual = ops.convert_to_tensor(residual)
     _validation.check_same_shape(shortcut.shape, residual.shape, "stochastic_depth")
-    _validate_strength(rate)
+    _validation.validate_strength(rate)
     _validation.validate_choice(mode, ("batch", "row"), "mode")
     _validation.validate_bool(scale_by_keep, "scale_by_keep")
     seed = _validation.validate_op_seed(seed)
@@ -426,7 +411,7 @@ def drop_connect(kernel: Any, rate: Any, *, seed: Any = None) -> Any:
         [Wan et al., 2013](https://proceedings.mlr.press/v28/wan13.html)
     """
     kernel = ops.convert_to_tensor(kernel)
-    _validate_strength(rate)
+    _validation.validate_strength(rate)
     seed = _validation.validate_op_seed(seed)
     multiplier = _keep_multiplier(ops.shape(kernel), rate, True, seed)
     return kernel * ops.cast(multiplier, kernel.dtype)
@@ -451,7 +436,7 @@ def uniform_dropout(inputs: Any, beta: Any, *, seed: Any = None) -> Any:
         [Li et al., 2019](https://arxiv.org/abs/1801.05134)
     """
     inputs = ops.convert_to_tensor(inputs)
-    _validate_strength(beta, _validation.validate_non_negative, "beta")
+    _validation.validate_strength(beta, _validation.validate_non_negative, "beta")
     seed = _validation.validate_op_seed(seed)
     noise = keras.random.uniform(
         ops.shape(inputs), minval=-1.0, maxval=1.0, dtype="float32", seed=seed
