@@ -57,6 +57,21 @@ def validate_non_negative(value: Any, name: str) -> float:
     return float(value)
 
 
+def validate_strength(
+    value: Any, check: Any = validate_rate, name: str = "rate"
+) -> None:
+    """A rate (or `beta`) given as a number is checked against its range; a
+    scalar tensor (a layer's variable) was checked when it was assigned.
+    Anything else is refused."""
+    if isinstance(value, keras.Variable) or keras.ops.is_tensor(value):
+        if len(value.shape) == 0:
+            return
+        raise invalid_value(name, "a float or a scalar tensor", value)
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value.item()
+    check(value, name)
+
+
 def validate_finite(value: Any, name: str) -> float:
     """A float that is finite in float32. Returns it as a Python float."""
     if not _is_real(value) or not abs(float(value)) <= _FLOAT32_MAX:

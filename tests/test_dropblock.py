@@ -11,7 +11,22 @@ from keras import ops
 import keras_drop
 from keras_drop import DropBlock1D, DropBlock2D, DropBlock3D
 from keras_drop import ops as drop_ops
-from keras_drop.ops import _block_seed_probability
+from keras_drop._block_mask.construction import (
+    _DILATIONS,
+    _SAMPLINGS,
+    _force_construction,
+    _mask_construction,
+)
+from keras_drop._block_mask.gamma import (
+    _block_seed_probability,
+    _static_block_seed_probability,
+)
+from keras_drop._block_mask.sampling import (
+    _SPARSE_TAIL,
+    _sparse_cap,
+    _sparse_gamma_limit,
+    _sparse_seeds,
+)
 from tests.helpers import (
     JIT_COMPILE,
     assert_seed_behaviour,
@@ -27,9 +42,7 @@ LAYERS = {1: DropBlock1D, 2: DropBlock2D, 3: DropBlock3D}
 # Every mask construction `drop_block` can choose, whatever it picks on this
 # backend: behaviour tests taking the `construction` fixture run on each.
 CONSTRUCTIONS = [
-    (sampling, dilation)
-    for sampling in drop_ops._SAMPLINGS
-    for dilation in drop_ops._DILATIONS
+    (sampling, dilation) for sampling in _SAMPLINGS for dilation in _DILATIONS
 ]
 
 
@@ -41,13 +54,13 @@ SAMPLING_CONSTRUCTIONS = [("dense", "max_pool"), ("sparse", "box")]
 
 @pytest.fixture(params=CONSTRUCTIONS, ids="-".join)
 def construction(request):
-    with drop_ops._force_construction(*request.param):
+    with _force_construction(*request.param):
         yield request.param
 
 
 @pytest.fixture(params=SAMPLING_CONSTRUCTIONS, ids="-".join)
 def sampling_construction(request):
-    with drop_ops._force_construction(*request.param):
+    with _force_construction(*request.param):
         yield request.param
 
 
@@ -227,7 +240,7 @@ def test_exact_gamma_gives_the_rate_in_expectation(sizes, blocks, rate):
     gamma = float(to_numpy(_block_seed_probability(rate, sizes, blocks, True)))
     assert expected_fraction(gamma, sizes, blocks) == pytest.approx(rate, rel=1e-4)
     # The same solve in NumPy, once per trace for a rate given as a float.
-    static = drop_ops._static_block_seed_probability(rate, sizes, blocks, True)
+    static = _static_block_seed_probability(rate, sizes, blocks, True)
     assert expected_fraction(static, sizes, blocks) == pytest.approx(rate, rel=1e-6)
 
 
@@ -236,7 +249,7 @@ def test_exact_gamma_gives_the_rate_in_expectation(sizes, blocks, rate):
 def test_paper_gamma_is_the_closed_form_and_under_drops(sizes, blocks, rate):
     gamma = float(to_numpy(_block_seed_probability(rate, sizes, blocks, False)))
     assert gamma == pytest.approx(paper_gamma(rate, sizes, blocks), rel=1e-5)
-    static = drop_ops._static_block_seed_probability(rate, sizes, blocks, False)
+    static = _static_block_seed_probability(rate, sizes, blocks, False)
     assert static == pytest.approx(paper_gamma(rate, sizes, blocks), rel=1e-12)
     assert expected_fraction(gamma, sizes, blocks) < 0.96 * rate
 
@@ -352,7 +365,7 @@ def assert_same_distribution(counts_a, counts_b, z=5.0):
 def test_constructions_draw_identically_distributed_masks(spatial, block, rate):
     statistics = {}
     for construction in SAMPLING_CONSTRUCTIONS:
-        with drop_ops._force_construction(*construction):
+        with _force_construction(*construction):
             statistics[construction] = mask_statistics(spatial, block, rate, 2048)
     reference_rate, reference_runs = statistics[SAMPLING_CONSTRUCTIONS[0]]
     assert reference_rate == pytest.approx(rate, rel=0.05)
@@ -375,29 +388,29 @@ CHOICES = {
 
 
 def test_each_backend_picks_its_measured_construction():
-    choose = drop_ops._mask_construction
+    choose = _mask_construction
     picks = CHOICES[keras.backend.backend()]
     # (32, 56, 56, 64) channels_last, block 7: 2500 valid positions per map.
     assert choose([32, 56, 56, 64], [1, 2], [7, 7]) == picks["per_channel"]
     assert choose([32, 56, 56, 1], [1, 2], [7, 7]) == picks["shared"]
     assert choose([32, 64, 56, 56], [2, 3], [7, 7]) == picks["per_channel"]
     # Planned for rate 0.1 (a layer's configured rate) it is the same.
-    gamma = drop_ops._static_block_seed_probability(0.1, (56, 56), (7, 7), True)
+    gamma = _static_block_seed_probability(0.1, (56, 56), (7, 7), True)
     assert choose([32, 56, 56, 64], [1, 2], [7, 7], gamma) == picks["per_channel"]
     # Where a sample's seeds would need more than 1/32 of its positions as
     # slots, sampling is dense: small maps (8x8, block 3: 36 valid positions
     # per map, 1152 per sample) and large maps at a high rate.
-    gamma = drop_ops._static_block_seed_probability(0.1, (8, 8), (3, 3), True)
+    gamma = _static_block_seed_probability(0.1, (8, 8), (3, 3), True)
     small = choose([64, 8, 8, 32], [1, 2], [3, 3], gamma)
     assert small.sampling == "dense"
     assert small.dilation == picks["per_channel"][1]
-    gamma = drop_ops._static_block_seed_probability(0.7, (56, 56), (7, 7), True)
+    gamma = _static_block_seed_probability(0.7, (56, 56), (7, 7), True)
     assert choose([32, 56, 56, 64], [1, 2], [7, 7], gamma).sampling == "dense"
     # An unknown spatial size: the one construction written for it.
     assert choose([None, None, 56, 64], [1, 2], [7, 7]) == ("dense", "max_pool")
 
 
-@pytest.mark.parametrize("sampling", drop_ops._SAMPLINGS)
+@pytest.mark.parametrize("sampling", _SAMPLINGS)
 @pytest.mark.parametrize(
     "shape, block, data_format",
     [
@@ -411,8 +424,8 @@ def test_dilations_give_identical_masks_from_identical_seeds(
     sampling, shape, block, data_format
 ):
     masks = []
-    for dilation in drop_ops._DILATIONS:
-        with drop_ops._force_construction(sampling, dilation):
+    for dilation in _DILATIONS:
+        with _force_construction(sampling, dilation):
             y = keras_drop.ops.drop_block(
                 ops.ones(shape), 0.2, block, data_format=data_format, seed=4
             )
@@ -446,14 +459,14 @@ def poisson_tail(mean, k):
     ],
 )
 def test_sparse_cap_is_exceeded_with_negligible_probability(positions, gamma_bound):
-    cap = drop_ops._sparse_cap(positions, gamma_bound)
-    gamma = drop_ops._sparse_gamma_limit(positions, cap)
+    cap = _sparse_cap(positions, gamma_bound)
+    gamma = _sparse_gamma_limit(positions, cap)
     assert 0.0 < gamma < 1.0
     # The planned gamma fits, with headroom for a float32 solve of it.
     if gamma_bound is not None:
         assert gamma >= gamma_bound * 1.005
     mean = -positions * math.log1p(-gamma)
-    assert poisson_tail(mean, cap) <= drop_ops._SPARSE_TAIL
+    assert poisson_tail(mean, cap) <= _SPARSE_TAIL
     # And the cap is not needlessly high: the expected seeds at the limit
     # fill a good part of it (the Chernoff bound is loose on small caps).
     assert mean > (0.75 if cap > 400 else 0.1) * cap
@@ -466,9 +479,9 @@ def test_sparse_seeds_fall_on_each_valid_position_independently():
     samples, gamma = 2048, 0.05
     mask_shape, blocks, left = [samples, 20, 20, 8], [3, 3], [2, 2]
     positions = 18 * 18 * 8
-    cap = drop_ops._sparse_cap(positions, gamma)
+    cap = _sparse_cap(positions, gamma)
     seeds = to_numpy(
-        drop_ops._sparse_seeds(mask_shape, [1, 2], blocks, gamma, (5, 6), left, cap)
+        _sparse_seeds(mask_shape, [1, 2], blocks, gamma, (5, 6), left, cap)
     )
     assert seeds.shape == (samples, 22, 22, 8)
     valid = np.zeros(seeds.shape, bool)
@@ -489,10 +502,8 @@ def test_sparse_sampling_with_a_batch_size_unknown_while_tracing(jit_compile):
     import tensorflow as tf
 
     layer = DropBlock2D(0.1, 7, seed=2)
-    gamma = drop_ops._static_block_seed_probability(0.1, (56, 56), (7, 7), True)
-    construction = drop_ops._mask_construction(
-        [None, 56, 56, 64], [1, 2], [7, 7], gamma
-    )
+    gamma = _static_block_seed_probability(0.1, (56, 56), (7, 7), True)
+    construction = _mask_construction([None, 56, 56, 64], [1, 2], [7, 7], gamma)
     assert construction.sampling == "sparse"
     step = tf.function(
         lambda x: layer(x, training=True),
@@ -510,7 +521,7 @@ def test_a_rate_above_the_planned_one_takes_the_dense_path():
     """A compiled step sized for a layer's configured rate still drops the
     rate it is given when that is larger (a rate set after tracing)."""
     x = ops.ones((8, 56, 56, 64))
-    with drop_ops._force_construction("sparse", "max_pool"):
+    with _force_construction("sparse", "max_pool"):
         y = drop_ops._drop_block(
             x,
             ops.convert_to_tensor(0.5),

@@ -26,7 +26,10 @@ from keras import ops
 
 import keras_drop
 from keras_drop import ops as drop_ops
-from keras_drop.ops import _block_seed_probability, _static_block_seed_probability
+from keras_drop._block_mask.gamma import (
+    _block_seed_probability,
+    _static_block_seed_probability,
+)
 from tests.helpers import is_union_of_blocks, to_numpy
 
 MAX_SEED = 2**31 - 1
