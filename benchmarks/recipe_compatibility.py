@@ -256,6 +256,9 @@ def refused(error: Exception) -> str:
         return "refused: `where` selects nothing (no 2D convolution in the graph)"
     if "no block holding a drop-path sublayer" in text:
         return "refused: no addition in the graph, no drop-path sublayer"
+    if text.startswith("Could not copy layer"):
+        layer = text.split("'")[1]
+        return f"refused: layer `{layer}` cannot be rebuilt from its config"
     return f"refused: {text[:100]}"
 
 

@@ -15,7 +15,8 @@ extractor is built from, would still be the tensor of the original graph.
 Like `clone_model` and `.keras` saving, this needs every layer to
 round-trip through `get_config()`.
 
-Which input of an `Add` is the shortcut is read from the structure of the
+A residual merge is a two-input `Add` layer or add operation (`x + y`).
+Which of its inputs is the shortcut is read from the structure of the
 graph, never from argument order or layer names: the shortcut is the input
 that is an ancestor of the other (an identity shortcut), or else the input
 with the shorter path from their nearest common ancestor (a projection
@@ -480,26 +481,59 @@ def add_stochastic_depth(
 ) -> keras.Model:
     """Returns `model` with Stochastic Depth on every residual block.
 
-    Every two-input `keras.layers.Add` that merges a residual branch into its
-    shortcut becomes a `StochasticDepth` layer called on
-    `[shortcut, residual]`, which skips the branch with its block's rate
-    during training. Rates follow the paper's linear decay rule in depth
-    order: block l of L (in topological order of the graph, nested models
-    included) gets `stochastic_depth_rates(L, final_rate)[l - 1]`, so the
-    first blocks are almost always kept and the last is dropped with
-    probability `final_rate`.
+    Every two-input addition that merges a residual branch into its
+    shortcut, a `keras.layers.Add` layer or an add operation (`x + y`,
+    `keras.ops.add(x, y)` in a functional model, as keras.applications
+    ConvNeXt writes `inputs + branch`), becomes a `StochasticDepth` layer
+    called on `[shortcut, residual]`, which skips the branch with its
+    block's rate during training. Rates follow the paper's linear decay
+    rule in depth order: block l of L (in topological order of the graph,
+    nested models included) gets `stochastic_depth_rates(L, final_rate)[l -
+    1]`, so the first blocks are almost always kept and the last is dropped
+    with probability `final_rate`.
+
+    Never two drops on one branch: where a residual branch already ends in
+    a per-sample drop (a `keras.layers.Dropout` whose `noise_shape` keeps
+    only the batch axis, as keras.applications and keras-hub EfficientNet
+    build it; a keras_drop `DropPath`; a layer whose class is named
+    `...DropPath` or `StochasticDepth`, as keras.applications ConvNeXt's
+    and keras-hub's), the `StochasticDepth` merges the branch before that
+    drop, which leaves the model: it is replaced, at the decay rule's rate.
+    A keras_drop `StochasticDepth` already in the model is replaced by a
+    new one under the same name, so a second call re-rates the blocks.
 
     The shortcut is told from the residual by the structure of the graph:
     it is the input that is an ancestor of the other (an identity
     shortcut), or else the one with the shorter path from their nearest
     common ancestor (a projection shortcut). Argument order and layer names
-    play no part. An `Add` is left as it is when it has more than two
-    inputs, when its inputs have different shapes or no common ancestor, or
-    when both paths have the same length. Any other two-input `Add` whose
-    inputs share an ancestor is read as a residual merge, the top-down
-    additions of a feature pyramid included: rewrite the backbone, not the
-    detector. Additions written as `x + y` or `keras.ops.add` are
-    operations, not `Add` layers, and are left alone.
+    play no part. An addition is left as it is when it has more than two
+    inputs, when its inputs have different shapes (a broadcast, such as
+    `x + 3.0`) or no common ancestor, or when both paths have the same
+    length. Any other two-input addition whose inputs share an ancestor is
+    read as a residual merge, the top-down additions of a feature pyramid
+    included: rewrite the backbone, not the detector.
+
+    Transformer blocks add their residuals inside their `call`, which no
+    graph rewrite sees. A model whose layers hold a drop-path sublayer (an
+    attribute `drop_path`: a layer, or the identity function some blocks
+    keep there at rate 0; keras-hub's DINOv2, DINOv3, Swin Transformer,
+    MiT and MobileNetV5 blocks) comes back as a copy of the same class,
+    built from its config with its weights, in which every such sublayer is
+    a seeded keras_drop `DropPath` at the decay rule's rate of its block
+    (in the order the model tracks its blocks). `DropPath` always drops per
+    sample (`mode` does not apply) and rescales in training (only
+    `rescale_at="training"` is accepted). A `.keras` file of that copy
+    holds the backbone's config, which builds the backbone's own drop
+    paths: reloaded, it is the keras-hub backbone with the saved weights,
+    and `add_stochastic_depth` has to be applied again to train on. A model
+    with neither additions in its graph nor a drop-path sublayer (keras-hub
+    `ViTBackbone`) raises a `ValueError` that says so.
+
+    What was done is logged at level INFO on the `keras_drop.recipes`
+    logger (`logging.getLogger("keras_drop.recipes").setLevel("INFO")` to
+    see it): the record's attributes `inserted` (names of the drops added
+    where there was none) and `replaced` (a dict from each replaced drop to
+    what replaced it).
 
     With the default `rescale_at="training"` (timm, torchvision), kept
     branches are scaled by 1 / (1 - rate) during training and the model adds
@@ -511,8 +545,10 @@ def add_stochastic_depth(
     The returned model holds copies of the original layers with the
     original weights (the original model is left untouched); nested
     functional and Sequential models are rewritten too and come back as
-    functional models, and a subclass of the functional `keras.Model` comes
-    back as a plain one, as from `keras.models.clone_model`.
+    functional models, and a subclass of the functional `keras.Model` (a
+    keras-hub CNN backbone, say) comes back as a plain functional model, as
+    from `keras.models.clone_model`: its config would rebuild it without
+    the inserted layers.
 
     Args:
         model: a functional or built Sequential `keras.Model`.
@@ -526,18 +562,20 @@ def add_stochastic_depth(
             same masks.
 
     Returns:
-        A new functional `keras.Model`, compiled as `model` was if it was.
+        A new `keras.Model`, compiled as `model` was if it was: a
+        functional model, or a copy of `model`'s class for a model whose
+        blocks hold drop paths.
 
     Raises:
         ValueError: for a bad argument, a subclassed or unbuilt model, or a
-            model with no residual `Add`.
+            model with no residual merge and no drop-path sublayer.
 
     Example:
 
-    >>> base = keras.applications.ResNet50(weights="imagenet")
-    >>> model = keras_drop.add_stochastic_depth(base, 0.2, seed=0)
+    >>> base = keras.applications.ConvNeXtTiny(weights="imagenet")
+    >>> model = keras_drop.add_stochastic_depth(base, 0.1, mode="row", seed=0)
     >>> len([l for l in model.layers if isinstance(l, keras_drop.StochasticDepth)])
-    16
+    18
 
     Reference:
         - [Huang et al., 2016](https://arxiv.org/abs/1603.09382)
@@ -789,7 +827,9 @@ def add_dropblock(
     input instead, the skip connection, where the paper puts it (the
     shortcut is told from the residual by the structure of the graph, as in
     `add_stochastic_depth`); select the layer after the `Add` to drop the
-    block's output.
+    block's output. An addition written `x + y` (keras.applications
+    ConvNeXt's residuals) is an operation, not a layer, and is not offered
+    to `where`: select the layers of the branch or after the merge.
 
     `keras_drop.recipes.resnet50_groups_3_4` is the paper's ResNet-50
     placement (groups 3 and 4, after convolutions and on skip connections)
