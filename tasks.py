@@ -51,6 +51,12 @@ PACKAGE = "keras_drop"
 WHEEL_BACKEND = "jax"
 WHEEL_EXTRAS = f"{WHEEL_BACKEND},test"
 WHEEL_TESTS = ("tests/test_package.py", "tests/test_properties.py")
+# Installed with `--no-deps` after the extras: keras-hub (its vision
+# backbones, which the recipe tests rewrite) requires tensorflow-text, which
+# would pull in the full `tensorflow` beside `tensorflow-cpu` and pin its
+# version; its vision backbones need only these two of its dependencies
+# besides those the extras bring (keras, numpy, absl-py, packaging, rich).
+NO_DEPS = ("keras-hub==0.32.0", "regex>=2024.1", "tokenizers>=0.20")
 LINTED = ("keras_drop", "tests", "benchmarks", "notebooks", "docs", "tasks.py")
 
 
@@ -62,7 +68,9 @@ def venv_python(venv: Path = VENV) -> Path:
 def ensure_venv() -> Path:
     """Create .venv and install the package; skip when already up to date."""
     digest = hashlib.sha256(
-        (ROOT / "pyproject.toml").read_bytes() + EXTRAS.encode()
+        (ROOT / "pyproject.toml").read_bytes()
+        + EXTRAS.encode()
+        + " ".join(NO_DEPS).encode()
     ).hexdigest()
     stamp = VENV / ".keras_drop-installed"
     python = venv_python()
@@ -75,6 +83,7 @@ def ensure_venv() -> Path:
     subprocess.run([*pip, "--quiet", "--upgrade", "pip"], check=True)
     print(f"Installing keras-drop[{EXTRAS}] into {VENV}", flush=True)
     subprocess.run([*pip, "--quiet", "-e", f".[{EXTRAS}]"], cwd=ROOT, check=True)
+    subprocess.run([*pip, "--quiet", "--no-deps", *NO_DEPS], check=True)
     stamp.write_text(digest)
     return python
 

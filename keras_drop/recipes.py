@@ -15,7 +15,8 @@ extractor is built from, would still be the tensor of the original graph.
 Like `clone_model` and `.keras` saving, this needs every layer to
 round-trip through `get_config()`.
 
-Which input of an `Add` is the shortcut is read from the structure of the
+A residual merge is a two-input `Add` layer or add operation (`x + y`).
+Which of its inputs is the shortcut is read from the structure of the
 graph, never from argument order or layer names: the shortcut is the input
 that is an ancestor of the other (an identity shortcut), or else the input
 with the shorter path from their nearest common ancestor (a projection
@@ -25,17 +26,34 @@ stack). A nested model counts as many steps as its longest path.
 
 from __future__ import annotations
 
+import logging
 import re
+import types
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import keras
 
 from keras_drop import _validation
-from keras_drop.layers import DropBlock2D, StochasticDepth, stochastic_depth_rates
-from keras_drop.layers._keras_internals import Functional
+from keras_drop.layers import (
+    DropBlock2D,
+    DropPath,
+    StochasticDepth,
+    stochastic_depth_rates,
+)
+from keras_drop.layers._keras_internals import (
+    AddOperation,
+    Functional,
+    functional_graph,
+    graph_calls,
+    replace_sublayer,
+    sublayers,
+    sublayers_in_order,
+)
 
 __all__ = ["add_dropblock", "add_stochastic_depth", "resnet50_groups_3_4"]
+
+logger = logging.getLogger(__name__)
 
 
 class _Dataflow:
@@ -57,13 +75,22 @@ class _Dataflow:
         self._position: dict[int, int] = {}
         self._parents: dict[int, tuple[int, ...]] = {}
         self._length: dict[int, int] = {}
+        # id(tensor) -> (original operation, its one input tensor), for
+        # tensors computed from one tensor.
+        self._producer: dict[int, tuple[Any, Any]] = {}
 
     def _see(self, tensor: Any) -> None:
         if id(tensor) not in self._position:
             self._position[id(tensor)] = len(self._tensors)
             self._tensors.append(tensor)
 
-    def record(self, inputs: Sequence[Any], outputs: Sequence[Any], length: int):
+    def record(
+        self,
+        inputs: Sequence[Any],
+        outputs: Sequence[Any],
+        length: int,
+        operation: Any = None,
+    ):
         inputs = [t for t in inputs if isinstance(t, keras.KerasTensor)]
         parents = tuple(id(t) for t in inputs)
         for tensor in inputs:
@@ -77,6 +104,13 @@ class _Dataflow:
             self._see(tensor)
             self._parents[id(tensor)] = parents
             self._length[id(tensor)] = length
+            if len(inputs) == 1:
+                self._producer[id(tensor)] = (operation, inputs[0])
+
+    def producer(self, tensor: Any) -> tuple[Any, Any] | None:
+        """`(original operation, input)` of the call that computed `tensor`
+        from one tensor, or None."""
+        return self._producer.get(id(tensor))
 
     def _ancestors(self, tensor: Any) -> set[int]:
         """The ids of `tensor` and of every tensor it is computed from."""
@@ -162,6 +196,10 @@ class _Rewriter:
         """Call `layer` (the copy of `original`) on `args` in the new graph."""
         return layer(*args, **kwargs)
 
+    def copy_of(self, layer: Any) -> Any:
+        """The copy of an original layer."""
+        return self._copies[id(layer)]
+
     def fresh_name(self, base: str) -> str:
         name, count = base, 1
         while name in self._names:
@@ -179,6 +217,7 @@ class _Rewriter:
                 keras.tree.flatten((args, kwargs)),
                 keras.tree.flatten(outputs),
                 self._lengths.get(id(layer), 1),
+                original,
             )
             return outputs
 
@@ -263,12 +302,16 @@ def _check_model(model: Any, function: str) -> None:
 
 
 def _two_addends(layer: Any, args: tuple, kwargs: dict) -> list[Any] | None:
-    """The two inputs of an `Add` layer called on a list of two tensors."""
-    if not isinstance(layer, keras.layers.Add):
+    """The two inputs of an `Add` layer called on a list of two tensors, or
+    of an add operation (`x + y`, `keras.ops.add(x, y)`) on two tensors."""
+    if any(value is not None for value in kwargs.values()):
         return None
-    if len(args) != 1 or any(value is not None for value in kwargs.values()):
+    if isinstance(layer, AddOperation) and not isinstance(layer, keras.layers.Layer):
+        inputs = args
+    elif isinstance(layer, keras.layers.Add) and len(args) == 1:
+        inputs = args[0]
+    else:
         return None
-    inputs = args[0]
     if not isinstance(inputs, (list, tuple)) or len(inputs) != 2:
         return None
     if not all(isinstance(t, keras.KerasTensor) for t in inputs):
@@ -276,9 +319,16 @@ def _two_addends(layer: Any, args: tuple, kwargs: dict) -> list[Any] | None:
     return list(inputs)
 
 
-def _dtype_next_to(layer: Any) -> Any:
+def _dtype_next_to(layer: Any, flow: _Dataflow | None = None, tensor: Any = None):
     """The dtype policy of a layer inserted next to `layer`: the same compute
-    dtype, so that the new model computes what the original did."""
+    dtype, so that the new model computes what the original did. Next to an
+    operation (which has no policy), that of the layer computing `tensor`,
+    else `tensor`'s dtype."""
+    if not isinstance(layer, keras.layers.Layer):
+        producer = None if flow is None else flow.producer(tensor)
+        if producer is None or not isinstance(producer[0], keras.layers.Layer):
+            return tensor.dtype
+        layer = producer[0]
     policy = layer.dtype_policy
     if type(policy) is keras.dtype_policies.DTypePolicy:
         return policy
@@ -294,6 +344,23 @@ def _offset_seed(seed: int | None, offset: int) -> int | None:
     return (seed + offset) % (_validation.MAX_SEED + 1)
 
 
+def _is_sample_drop(layer: Any) -> bool:
+    """Whether `layer`, called on one tensor, drops whole samples: a keras_drop
+    `DropPath`, a `Dropout` whose `noise_shape` keeps only the batch axis
+    (keras.applications EfficientNet/V2 and keras-hub's), or a layer whose
+    class is named `...DropPath` or `StochasticDepth` (keras.applications
+    ConvNeXt, keras-hub, ports of timm)."""
+    if isinstance(layer, DropPath):
+        return True
+    if isinstance(layer, keras.layers.Dropout):
+        shape = layer.noise_shape
+        return shape is not None and len(shape) >= 2 and all(d == 1 for d in shape[1:])
+    if isinstance(layer, StochasticDepth) or not isinstance(layer, keras.layers.Layer):
+        return False
+    name = type(layer).__name__
+    return name.endswith("DropPath") or name == "StochasticDepth"
+
+
 class _StochasticDepthRewriter(_Rewriter):
     def __init__(self, model, *, mode: str, rescale_at: str, seed: int | None):
         super().__init__(model)
@@ -301,24 +368,60 @@ class _StochasticDepthRewriter(_Rewriter):
         self.rescale_at = rescale_at
         self.seed = seed
         self.inserted: list[StochasticDepth] = []
+        # Per inserted layer: the original drop it stands for, or None.
+        self.replaces: list[Any] = []
 
     def call_layer(self, layer, original, args, kwargs, flow):
-        addends = _two_addends(layer, args, kwargs)
-        pair = None if addends is None else flow.shortcut_and_residual(*addends)
+        if isinstance(original, StochasticDepth):
+            # Already a Stochastic Depth merge: a new one takes its place.
+            pair, replaced = _stochastic_depth_inputs(args, kwargs), original
+            name = original.name
+        else:
+            addends = _two_addends(layer, args, kwargs)
+            pair = None if addends is None else flow.shortcut_and_residual(*addends)
+            replaced, name = None, None
         if pair is None:
             return layer(*args, **kwargs)
-        seed = _offset_seed(self.seed, len(self.inserted))
+        shortcut, residual = pair
+        producer = flow.producer(residual)
+        if replaced is None and producer is not None and _is_sample_drop(producer[0]):
+            # The branch ends in a drop of its own: merge what it drops.
+            replaced, residual = producer
+        if name is None:
+            name = self.fresh_name(
+                f"{_merge_name(original, flow, pair[1])}_stochastic_depth"
+            )
         # The rate is set once every block is known: it depends on the count.
         block = StochasticDepth(
             0.0,
             mode=self.mode,
             rescale_at=self.rescale_at,
-            seed=seed,
-            name=self.fresh_name(f"{original.name}_stochastic_depth"),
-            dtype=_dtype_next_to(original),
+            seed=_offset_seed(self.seed, len(self.inserted)),
+            name=name,
+            dtype=_dtype_next_to(original, flow, pair[1]),
         )
         self.inserted.append(block)
-        return block(pair)
+        self.replaces.append(replaced)
+        return block([shortcut, residual])
+
+
+def _stochastic_depth_inputs(args: tuple, kwargs: dict) -> list[Any] | None:
+    if len(args) != 1 or not isinstance(args[0], (list, tuple)) or len(args[0]) != 2:
+        return None
+    if any(value is not None for key, value in kwargs.items() if key != "training"):
+        return None
+    return list(args[0])
+
+
+def _merge_name(original: Any, flow: _Dataflow, residual: Any) -> str:
+    """The name an inserted merge is called after: the `Add` layer's, or for
+    an add operation (auto-named `add_N`), the layer that ends the branch."""
+    if isinstance(original, keras.layers.Layer):
+        return original.name
+    producer = flow.producer(residual)
+    if producer is not None and isinstance(producer[0], keras.layers.Layer):
+        return producer[0].name
+    return original.name
 
 
 class _DropBlockRewriter(_Rewriter):
@@ -378,26 +481,59 @@ def add_stochastic_depth(
 ) -> keras.Model:
     """Returns `model` with Stochastic Depth on every residual block.
 
-    Every two-input `keras.layers.Add` that merges a residual branch into its
-    shortcut becomes a `StochasticDepth` layer called on
-    `[shortcut, residual]`, which skips the branch with its block's rate
-    during training. Rates follow the paper's linear decay rule in depth
-    order: block l of L (in topological order of the graph, nested models
-    included) gets `stochastic_depth_rates(L, final_rate)[l - 1]`, so the
-    first blocks are almost always kept and the last is dropped with
-    probability `final_rate`.
+    Every two-input addition that merges a residual branch into its
+    shortcut, a `keras.layers.Add` layer or an add operation (`x + y`,
+    `keras.ops.add(x, y)` in a functional model, as keras.applications
+    ConvNeXt writes `inputs + branch`), becomes a `StochasticDepth` layer
+    called on `[shortcut, residual]`, which skips the branch with its
+    block's rate during training. Rates follow the paper's linear decay
+    rule in depth order: block l of L (in topological order of the graph,
+    nested models included) gets `stochastic_depth_rates(L, final_rate)[l -
+    1]`, so the first blocks are almost always kept and the last is dropped
+    with probability `final_rate`.
+
+    Never two drops on one branch: where a residual branch already ends in
+    a per-sample drop (a `keras.layers.Dropout` whose `noise_shape` keeps
+    only the batch axis, as keras.applications and keras-hub EfficientNet
+    build it; a keras_drop `DropPath`; a layer whose class is named
+    `...DropPath` or `StochasticDepth`, as keras.applications ConvNeXt's
+    and keras-hub's), the `StochasticDepth` merges the branch before that
+    drop, which leaves the model: it is replaced, at the decay rule's rate.
+    A keras_drop `StochasticDepth` already in the model is replaced by a
+    new one under the same name, so a second call re-rates the blocks.
 
     The shortcut is told from the residual by the structure of the graph:
     it is the input that is an ancestor of the other (an identity
     shortcut), or else the one with the shorter path from their nearest
     common ancestor (a projection shortcut). Argument order and layer names
-    play no part. An `Add` is left as it is when it has more than two
-    inputs, when its inputs have different shapes or no common ancestor, or
-    when both paths have the same length. Any other two-input `Add` whose
-    inputs share an ancestor is read as a residual merge, the top-down
-    additions of a feature pyramid included: rewrite the backbone, not the
-    detector. Additions written as `x + y` or `keras.ops.add` are
-    operations, not `Add` layers, and are left alone.
+    play no part. An addition is left as it is when it has more than two
+    inputs, when its inputs have different shapes (a broadcast, such as
+    `x + 3.0`) or no common ancestor, or when both paths have the same
+    length. Any other two-input addition whose inputs share an ancestor is
+    read as a residual merge, the top-down additions of a feature pyramid
+    included: rewrite the backbone, not the detector.
+
+    Transformer blocks add their residuals inside their `call`, which no
+    graph rewrite sees. A model whose layers hold a drop-path sublayer (an
+    attribute `drop_path`: a layer, or the identity function some blocks
+    keep there at rate 0; keras-hub's DINOv2, DINOv3, Swin Transformer,
+    MiT and MobileNetV5 blocks) comes back as a copy of the same class,
+    built from its config with its weights, in which every such sublayer is
+    a seeded keras_drop `DropPath` at the decay rule's rate of its block
+    (in the order the model tracks its blocks). `DropPath` always drops per
+    sample (`mode` does not apply) and rescales in training (only
+    `rescale_at="training"` is accepted). A `.keras` file of that copy
+    holds the backbone's config, which builds the backbone's own drop
+    paths: reloaded, it is the keras-hub backbone with the saved weights,
+    and `add_stochastic_depth` has to be applied again to train on. A model
+    with neither additions in its graph nor a drop-path sublayer (keras-hub
+    `ViTBackbone`) raises a `ValueError` that says so.
+
+    What was done is logged at level INFO on the `keras_drop.recipes`
+    logger (`logging.getLogger("keras_drop.recipes").setLevel("INFO")` to
+    see it): the record's attributes `inserted` (names of the drops added
+    where there was none) and `replaced` (a dict from each replaced drop to
+    what replaced it).
 
     With the default `rescale_at="training"` (timm, torchvision), kept
     branches are scaled by 1 / (1 - rate) during training and the model adds
@@ -409,8 +545,10 @@ def add_stochastic_depth(
     The returned model holds copies of the original layers with the
     original weights (the original model is left untouched); nested
     functional and Sequential models are rewritten too and come back as
-    functional models, and a subclass of the functional `keras.Model` comes
-    back as a plain one, as from `keras.models.clone_model`.
+    functional models, and a subclass of the functional `keras.Model` (a
+    keras-hub CNN backbone, say) comes back as a plain functional model, as
+    from `keras.models.clone_model`: its config would rebuild it without
+    the inserted layers.
 
     Args:
         model: a functional or built Sequential `keras.Model`.
@@ -424,18 +562,20 @@ def add_stochastic_depth(
             same masks.
 
     Returns:
-        A new functional `keras.Model`, compiled as `model` was if it was.
+        A new `keras.Model`, compiled as `model` was if it was: a
+        functional model, or a copy of `model`'s class for a model whose
+        blocks hold drop paths.
 
     Raises:
         ValueError: for a bad argument, a subclassed or unbuilt model, or a
-            model with no residual `Add`.
+            model with no residual merge and no drop-path sublayer.
 
     Example:
 
-    >>> base = keras.applications.ResNet50(weights="imagenet")
-    >>> model = keras_drop.add_stochastic_depth(base, 0.2, seed=0)
+    >>> base = keras.applications.ConvNeXtTiny(weights="imagenet")
+    >>> model = keras_drop.add_stochastic_depth(base, 0.1, mode="row", seed=0)
     >>> len([l for l in model.layers if isinstance(l, keras_drop.StochasticDepth)])
-    16
+    18
 
     Reference:
         - [Huang et al., 2016](https://arxiv.org/abs/1603.09382)
@@ -447,6 +587,9 @@ def add_stochastic_depth(
     )
     seed = _validation.validate_seed(seed)
     _check_model(model, "add_stochastic_depth")
+    if _drop_path_hooks(model):
+        return _replace_drop_paths(model, final_rate, rescale_at, seed)
+    _check_has_additions(model)
     rewriter = _StochasticDepthRewriter(
         model, mode=mode, rescale_at=rescale_at, seed=seed
     )
@@ -454,15 +597,154 @@ def add_stochastic_depth(
     blocks = rewriter.inserted
     if not blocks:
         raise ValueError(
-            "`add_stochastic_depth` found no residual `Add` layer in model "
-            f"'{model.name}': no two-input `keras.layers.Add` whose shortcut "
-            "could be told from its residual branch (see the docstring)."
+            "`add_stochastic_depth` found no residual `Add` layer or add "
+            f"operation in model '{model.name}': no two-input "
+            "`keras.layers.Add` or `x + y` whose shortcut could be told from "
+            "its residual branch (see the docstring)."
         )
     for block, rate in zip(
         blocks, stochastic_depth_rates(len(blocks), final_rate), strict=True
     ):
         block.rate = rate
+    # A replaced drop whose output feeds another layer too stays there.
+    kept = {id(layer) for layer in _all_layers(new_model)}
+    replaced = {
+        original.name: block.name
+        for block, original in zip(blocks, rewriter.replaces, strict=True)
+        if original is not None and id(rewriter.copy_of(original)) not in kept
+    }
+    inserted = [b.name for b in blocks if b.name not in replaced.values()]
+    _log_changes(model, inserted, replaced)
     return new_model
+
+
+def _log_changes(model: keras.Model, inserted: list[str], replaced: dict) -> None:
+    """Logs what `add_stochastic_depth` did; the record carries `inserted`
+    (names) and `replaced` ({replaced drop: what replaced it})."""
+    logger.info(
+        "add_stochastic_depth on model '%s': %d residual blocks, %d drops "
+        "inserted %s, %d replaced %s",
+        model.name,
+        len(inserted) + len(replaced),
+        len(inserted),
+        inserted,
+        len(replaced),
+        replaced,
+        extra={"inserted": inserted, "replaced": replaced},
+    )
+
+
+def _graph_operations(model: keras.Model) -> list[Any]:
+    """The operations called in `model`'s graph and its nested models'."""
+    graph = functional_graph(model)
+    if graph is None:
+        return []
+    found = []
+    for operation, _ in graph_calls(graph):
+        found.append(operation)
+        if isinstance(operation, keras.Model):
+            found.extend(_graph_operations(operation))
+    return found
+
+
+def _check_has_additions(model: keras.Model) -> None:
+    """Refuses, with what to do instead, a model whose graph holds no
+    addition at all: its residual blocks (if any) add inside layers."""
+    operations = _graph_operations(model)
+    additions = (keras.layers.Add, AddOperation, StochasticDepth)
+    if any(isinstance(op, additions) for op in operations):
+        return
+    opaque = sorted(
+        {
+            op.name
+            for op in operations
+            if isinstance(op, keras.layers.Layer)
+            and not isinstance(op, keras.Model)
+            and sublayers(op)
+        }
+    )
+    inside = (
+        f" Layers that hold layers of their own, where residual blocks "
+        f"could hide: {opaque}."
+        if opaque
+        else ""
+    )
+    raise ValueError(
+        "`add_stochastic_depth` found no residual `Add` layer or add "
+        f"operation in model '{model.name}', and no block holding a "
+        "drop-path sublayer (an attribute `drop_path`) to replace: its graph "
+        "has no addition at all, and the additions inside a layer's `call` "
+        f"are Python code that a graph rewrite cannot see into.{inside} "
+        "Instead, build the blocks with `keras_drop.StochasticDepth` or "
+        "`keras_drop.DropPath` in their `call`, or use a model whose blocks "
+        "hold a drop path (keras-hub's DINOv2, DINOv3, Swin, MiT, "
+        "MobileNetV5 backbones)."
+    )
+
+
+def _drop_path_hooks(model: keras.Model) -> list[tuple[Any, Any]]:
+    """`(block, its drop path)` for every layer inside `model` that holds a
+    drop path as the attribute `drop_path`: a layer, or the plain function
+    some keras-hub blocks hold there at rate 0. In the order the model
+    tracks its layers, which is depth order for a stack of blocks."""
+    hooks = []
+    for layer in sublayers_in_order(model):
+        drop_path = layer.__dict__.get("drop_path")
+        if isinstance(drop_path, keras.layers.Layer) or isinstance(
+            drop_path, types.FunctionType
+        ):
+            hooks.append((layer, drop_path))
+    return hooks
+
+
+def _replace_drop_paths(
+    model: keras.Model, final_rate: float, rescale_at: str, seed: int | None
+) -> keras.Model:
+    """A copy of `model` whose blocks' drop paths are keras_drop `DropPath`
+    layers at the linear decay rule's rates."""
+    if rescale_at != "training":
+        raise _validation.invalid_value(
+            "rescale_at",
+            f"'training' for model '{model.name}', whose blocks add a drop "
+            "path to their shortcut inside their `call`: a `DropPath` "
+            "rescales kept samples in training and is the identity at "
+            "inference",
+            rescale_at,
+        )
+    try:
+        copy = model.__class__.from_config(model.get_config())
+    except Exception as error:
+        raise ValueError(
+            f"Could not copy model '{model.name}' of type "
+            f"{type(model).__name__} from its config, which replacing its "
+            f"blocks' drop paths needs. ({error})"
+        ) from error
+    copy.set_weights(model.get_weights())
+    if not model.trainable:
+        copy.trainable = False
+    hooks = _drop_path_hooks(copy)
+    rates = stochastic_depth_rates(len(hooks), final_rate)
+    inserted, replaced = [], {}
+    for index, ((block, old), rate) in enumerate(zip(hooks, rates, strict=True)):
+        drop_path = DropPath(
+            rate,
+            seed=_offset_seed(seed, index),
+            name=f"{block.name}_drop_path",
+            dtype=_dtype_next_to(block),
+        )
+        if isinstance(old, keras.layers.Layer) and old.built:
+            drop_path.build_from_config(old.get_build_config())
+        replace_sublayer(block, "drop_path", drop_path)
+        # Block names repeat across stages (Swin): named by their path.
+        where = f"{block.path}/drop_path"
+        if _is_sample_drop(old):
+            replaced[where] = drop_path.name
+        else:
+            inserted.append(where)
+    _log_changes(model, inserted, replaced)
+    if model.compiled:
+        copy.compile_from_config(model.get_compile_config())
+    return copy
 
 
 _RESNET_GROUPS_3_4 = re.compile(r"conv[45]_block\d+_(1_relu|2_relu|3_bn|add)")
@@ -545,7 +827,9 @@ def add_dropblock(
     input instead, the skip connection, where the paper puts it (the
     shortcut is told from the residual by the structure of the graph, as in
     `add_stochastic_depth`); select the layer after the `Add` to drop the
-    block's output.
+    block's output. An addition written `x + y` (keras.applications
+    ConvNeXt's residuals) is an operation, not a layer, and is not offered
+    to `where`: select the layers of the branch or after the merge.
 
     `keras_drop.recipes.resnet50_groups_3_4` is the paper's ResNet-50
     placement (groups 3 and 4, after convolutions and on skip connections)

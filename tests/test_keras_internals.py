@@ -8,12 +8,15 @@ import pytest
 from keras import ops
 
 from keras_drop.layers._keras_internals import (
+    AddOperation,
     DataLayer,
     Functional,
     called_on_its_own,
     functional_graph,
     graph_calls,
+    replace_sublayer,
     sublayers,
+    sublayers_in_order,
 )
 
 
@@ -163,3 +166,50 @@ def test_functional_is_the_class_of_models_with_a_graph():
         functional, clone_function=lambda layer: layer, call_function=call_function
     )
     assert called == [functional.layers[1].name]
+
+
+def test_add_operations_are_graph_nodes_of_one_class():
+    x = keras.Input((3,))
+    y = keras.layers.Dense(3)(x)
+    model = keras.Model(x, [x + y, keras.ops.add(y, x), y + 1.0])
+    adds = [op for op, _ in graph_calls(model) if isinstance(op, AddOperation)]
+    assert len(adds) == 3
+    assert not any(isinstance(op, keras.layers.Layer) for op in adds)
+    assert [len(op._inbound_nodes[0].arguments.args) for op in adds] == [2, 2, 2]
+
+
+class Block(keras.layers.Layer):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.dense = keras.layers.Dense(2, name="dense")
+        self.drop_path = keras.layers.Identity(name="drop_path")
+        self.out = keras.layers.Dense(2, name="out")
+
+    def build(self, input_shape):
+        self.dense.build(input_shape)
+        self.out.build(input_shape)
+
+    def call(self, inputs):
+        return inputs + self.drop_path(self.out(self.dense(inputs)))
+
+
+def test_replace_sublayer_swaps_a_tracked_layer_in_a_built_layer():
+    stack = keras.Sequential([keras.Input((2,)), Block(name="b0"), Block(name="b1")])
+    names = [layer.name for layer in sublayers_in_order(stack)]
+    b0 = names.index("b0")
+    assert names[b0 : b0 + 5] == ["b0", "dense", "drop_path", "out", "b1"]
+    block = stack.layers[0]
+    weights = [w.path for w in stack.weights]
+    new = keras.layers.Dropout(0.5, name="new_drop")
+    replace_sublayer(block, "drop_path", new)
+    assert block.drop_path is new
+    assert [layer.name for layer in block._flatten_layers(include_self=False)] == [
+        "dense",
+        "new_drop",
+        "out",
+    ]
+    assert [w.path for w in stack.weights] == weights
+    # A plain function in place of a layer: the new layer is tracked too.
+    object.__setattr__(block, "drop_path", lambda x: x)
+    replace_sublayer(block, "drop_path", keras.layers.Dropout(0.1, name="d2"))
+    assert "d2" in [layer.name for layer in sublayers(block)]

@@ -1,6 +1,10 @@
-"""add_stochastic_depth and add_dropblock on keras.applications.ResNet50 and
-on a small hand-built ResNet: where layers go, which input is the shortcut,
-unchanged inference output, training, saving and export, and bad input."""
+"""add_stochastic_depth and add_dropblock on keras.applications.ResNet50, on
+a small hand-built ResNet, on small members of keras.applications' ConvNeXt
+and EfficientNet families and on keras-hub backbones: where layers go,
+which input is the shortcut, drops replaced rather than stacked, unchanged
+inference output, training, saving and export, and bad input."""
+
+import logging
 
 import keras
 import numpy as np
@@ -10,11 +14,13 @@ from keras import layers
 import keras_drop
 from keras_drop import (
     DropBlock2D,
+    DropPath,
     StochasticDepth,
     add_dropblock,
     add_stochastic_depth,
     stochastic_depth_rates,
 )
+from keras_drop.layers._keras_internals import sublayers
 from keras_drop.recipes import resnet50_groups_3_4
 from tests.helpers import JIT_COMPILE, bits, to_numpy
 
@@ -510,3 +516,321 @@ def test_recipes_are_exported():
     assert keras_drop.add_stochastic_depth is add_stochastic_depth
     assert keras_drop.recipes.add_dropblock is add_dropblock
     assert {"add_dropblock", "add_stochastic_depth"} <= set(keras_drop.__all__)
+
+
+# --------------------------------------------------------------------------
+# The families trained with stochastic depth today: keras.applications'
+# ConvNeXt (residuals written `inputs + branch`) and EfficientNet (a
+# per-sample Dropout ending each residual branch), built by keras.applications'
+# own builders at small depths and widths (ConvNeXtTiny and EfficientNetB0
+# take minutes to build on JAX: an initializer is compiled per weight shape;
+# benchmarks/recipe_compatibility.py rewrites every family's smallest member),
+# and keras-hub backbones.
+
+
+@pytest.fixture(scope="module")
+def convnext():
+    from keras.src.applications.convnext import ConvNeXt
+
+    return ConvNeXt(
+        depths=[2, 1, 1, 1],
+        projection_dims=[8, 8, 8, 8],
+        default_size=32,
+        name="convnext_small",
+        weights=None,
+        input_shape=(32, 32, 3),
+        classes=3,
+    )
+
+
+# Two stages of two blocks; block 1a has an identity shortcut and no drop
+# (its drop rate is 0 in keras.applications), 1b and 2b end in a drop.
+EFFICIENTNET_BLOCKS = [
+    {
+        "kernel_size": 3,
+        "repeats": 2,
+        "filters_in": 32,
+        "filters_out": 16,
+        "expand_ratio": 1,
+        "id_skip": True,
+        "strides": 1,
+        "se_ratio": 0.25,
+    },
+    {
+        "kernel_size": 3,
+        "repeats": 2,
+        "filters_in": 16,
+        "filters_out": 24,
+        "expand_ratio": 2,
+        "id_skip": True,
+        "strides": 2,
+        "se_ratio": 0.25,
+    },
+]
+
+
+@pytest.fixture(scope="module")
+def efficientnet():
+    from keras.src.applications.efficientnet import EfficientNet
+
+    return EfficientNet(
+        0.25,
+        1.0,
+        32,
+        blocks_args=EFFICIENTNET_BLOCKS,
+        name="efficientnet_small",
+        weights=None,
+        input_shape=(32, 32, 3),
+        classes=3,
+    )
+
+
+@pytest.fixture(scope="module")
+def tiny_images():
+    return np.random.default_rng(3).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
+
+
+def add_operations(model):
+    """The `x + y` nodes of `model`'s graph on two tensors of one shape."""
+    found = []
+    for layer in model.operations:
+        if type(layer).__name__ == "Add" and not isinstance(layer, keras.layers.Layer):
+            args = layer._inbound_nodes[0].arguments.args
+            if len(args) == 2 and args[0].shape == args[1].shape:
+                found.append(layer)
+    return found
+
+
+def assert_same_inference(model, original, x):
+    for got, expected in zip(
+        keras.tree.flatten(model(x, training=False)),
+        keras.tree.flatten(original(x, training=False)),
+        strict=True,
+    ):
+        np.testing.assert_array_equal(bits(got), bits(expected))
+
+
+def fit_one_step(model, x):
+    """One compiled training step; returns whether the first kernel moved."""
+    outputs = model.outputs[0] if not isinstance(model.outputs, dict) else None
+    trained = model
+    if outputs is None or len(outputs.shape) != 2:
+        inputs = keras.Input(model.inputs[0].shape[1:])
+        features = keras.tree.flatten(model(inputs))[0]
+        pooled = layers.Flatten()(features)
+        trained = keras.Model(inputs, layers.Dense(2)(pooled))
+    trained.compile(optimizer="sgd", loss="mse", jit_compile=JIT_COMPILE)
+    kernel = next(w for w in model.trainable_weights if len(w.shape) >= 2)
+    before = np.array(to_numpy(kernel))
+    n = x.shape[0]
+    width = trained.outputs[0].shape[-1]
+    history = trained.fit(x, np.ones((n, width)), batch_size=n, verbose=0)
+    assert np.all(np.isfinite(history.history["loss"]))
+    assert not np.array_equal(to_numpy(kernel), before)
+
+
+def test_convnext_operator_residuals_get_stochastic_depth(
+    convnext, tiny_images, tmp_path, caplog
+):
+    merges = add_operations(convnext)
+    assert len(merges) == 5  # one `inputs + branch` per block
+    with caplog.at_level(logging.INFO, logger="keras_drop.recipes"):
+        model = add_stochastic_depth(convnext, 0.5, mode="row", seed=4)
+    blocks = of_type(model, StochasticDepth)
+    assert len(blocks) == 5
+    assert [b.rate for b in blocks] == stochastic_depth_rates(5, 0.5)
+    record = caplog.records[-1]
+    assert (len(record.inserted), record.replaced) == (5, {})
+    assert not add_operations(model)
+    # The shortcut is the block's input, the residual its layer-scaled branch.
+    first = model.get_layer("convnext_small_stage_0_block_0_identity_stochastic_depth")
+    depthwise = model.get_layer("convnext_small_stage_0_block_0_depthwise_conv")
+    shortcut, residual = first.input
+    assert shortcut is depthwise.input
+    assert residual is model.get_layer("convnext_small_stage_0_block_0_identity").output
+    assert_same_inference(model, convnext, tiny_images)
+
+    # A branch forced to drop (almost surely, per sample): a dropped sample
+    # returns its shortcut exactly, a kept one shortcut + residual / 0.01.
+    first.rate = 0.99
+    x = np.repeat(tiny_images, 4, axis=0)
+    probe = keras.Model(model.input, [first.output, shortcut, residual])
+    got, short, branch = (to_numpy(y) for y in probe(x, training=True))
+    dropped = [np.array_equal(g, s) for g, s in zip(got, short, strict=True)]
+    assert sum(dropped) >= 8  # 16 samples at rate 0.99
+    for g, s, r, d in zip(got, short, branch, dropped, strict=True):
+        if not d:
+            np.testing.assert_allclose(g, s + r / 0.01, rtol=1e-4, atol=1e-5)
+    first.rate = blocks[0].rate
+
+    fit_one_step(model, tiny_images)
+    path = str(tmp_path / "convnext.keras")
+    model.save(path)
+    restored = keras.saving.load_model(path)
+    assert [b.rate for b in of_type(restored, StochasticDepth)] == [
+        b.rate for b in of_type(model, StochasticDepth)
+    ]
+    assert_same_inference(restored, model, tiny_images)
+
+    # `where` still selects layers of a model whose residuals are operations.
+    dropped = add_dropblock(
+        convnext, 0.1, 3, where=lambda layer: layer.name.endswith("_depthwise_conv")
+    )
+    assert len(of_type(dropped, DropBlock2D)) == 5
+    assert_same_inference(dropped, convnext, tiny_images)
+
+
+def is_batch_drop(layer):
+    return isinstance(layer, layers.Dropout) and layer.noise_shape == (None, 1, 1, 1)
+
+
+def test_efficientnet_branch_drops_are_replaced_not_stacked(
+    efficientnet, tiny_images, tmp_path, caplog
+):
+    adds = [
+        layer.name for layer in efficientnet.layers if isinstance(layer, layers.Add)
+    ]
+    drops = [layer.name for layer in efficientnet.layers if is_batch_drop(layer)]
+    assert adds == ["block1a_add", "block1b_add", "block2b_add"]
+    assert drops == ["block1b_drop", "block2b_drop"]
+    with caplog.at_level(logging.INFO, logger="keras_drop.recipes"):
+        model = add_stochastic_depth(efficientnet, 0.3, seed=0)
+    record = caplog.records[-1]
+    assert record.inserted == ["block1a_add_stochastic_depth"]
+    assert record.replaced == {
+        "block1b_drop": "block1b_add_stochastic_depth",
+        "block2b_drop": "block2b_add_stochastic_depth",
+    }
+    blocks = of_type(model, StochasticDepth)
+    assert [b.name for b in blocks] == [f"{a}_stochastic_depth" for a in adds]
+    assert [b.rate for b in blocks] == stochastic_depth_rates(3, 0.3)
+    # No drop of the original branches left; each branch has one drop, the
+    # StochasticDepth merge, fed by the branch's last batch norm.
+    assert not [layer for layer in model.layers if is_batch_drop(layer)]
+    assert not of_type(model, layers.Add)
+    for block in ("block1a", "block1b", "block2b"):
+        merge = model.get_layer(f"{block}_add_stochastic_depth")
+        assert merge.input[1] is model.get_layer(f"{block}_project_bn").output
+    # The classifier's plain dropout is not a branch drop: it stays.
+    assert isinstance(model.get_layer("top_dropout"), layers.Dropout)
+    assert_same_inference(model, efficientnet, tiny_images)
+
+    fit_one_step(model, tiny_images)
+    path = str(tmp_path / "efficientnet.keras")
+    model.save(path)
+    restored = keras.saving.load_model(path)
+    assert_same_inference(restored, model, tiny_images)
+    # Applied again, the Stochastic Depth merges are replaced in place.
+    again = add_stochastic_depth(model, 0.6, seed=1)
+    assert [b.name for b in of_type(again, StochasticDepth)] == [b.name for b in blocks]
+    assert [b.rate for b in of_type(again, StochasticDepth)] == (
+        stochastic_depth_rates(3, 0.6)
+    )
+
+
+@pytest.fixture(scope="module")
+def keras_hub():
+    import keras_hub
+
+    return keras_hub
+
+
+def test_keras_hub_cnn_backbone_gets_both_recipes(keras_hub, tiny_images, tmp_path):
+    backbone = keras_hub.models.ResNetBackbone(
+        input_conv_filters=[64],
+        input_conv_kernel_sizes=[3],
+        stackwise_num_filters=[64, 64],
+        stackwise_num_blocks=[2, 1],
+        stackwise_num_strides=[1, 2],
+        block_type="basic_block",
+        image_shape=(32, 32, 3),
+    )
+    adds = [layer.name for layer in backbone.layers if isinstance(layer, layers.Add)]
+    assert len(adds) == 3
+    model = add_dropblock(backbone, 0.1, 3, where=adds, seed=10)
+    model = add_stochastic_depth(model, 0.2, seed=0)
+    assert len(of_type(model, StochasticDepth)) == 3
+    assert len(of_type(model, DropBlock2D)) == 3
+    # A functional model, as from `clone_model`: a Backbone's config holds
+    # its constructor's arguments, which would rebuild it without them.
+    assert type(model) is keras.Model or type(model).__name__ == "Functional"
+    assert not isinstance(model, keras_hub.models.Backbone)
+    assert_same_inference(model, backbone, tiny_images)
+    fit_one_step(model, tiny_images)
+    path = str(tmp_path / "resnet_backbone.keras")
+    model.save(path)
+    restored = keras.saving.load_model(path)
+    assert len(of_type(restored, StochasticDepth)) == 3
+    assert_same_inference(restored, model, tiny_images)
+
+
+def test_keras_hub_dinov2_drop_paths_become_keras_drop_drop_paths(
+    keras_hub, tiny_images, tmp_path, caplog
+):
+    backbone = keras_hub.models.DINOV2Backbone(
+        patch_size=8,
+        num_layers=3,
+        hidden_dim=16,
+        num_heads=2,
+        intermediate_dim=32,
+        image_shape=(32, 32, 3),
+        position_embedding_shape=(32, 32, 3),
+        drop_path_rate=0.5,
+    )
+    x = tiny_images / 255.0
+    with caplog.at_level(logging.INFO, logger="keras_drop.recipes"):
+        model = add_stochastic_depth(backbone, 0.3, seed=7)
+    assert type(model) is type(backbone) and model is not backbone
+    blocks = model.get_layer(f"{backbone.name}_encoder").layers
+    assert [type(b.drop_path) for b in blocks] == [DropPath] * 3
+    assert [b.drop_path.rate for b in blocks] == stochastic_depth_rates(3, 0.3)
+    assert [b.drop_path.seed for b in blocks] == [7, 8, 9]
+    assert not [
+        layer for layer in sublayers(model) if type(layer).__name__ == "DINOV2DropPath"
+    ]
+    assert len(caplog.records[-1].replaced) == 3  # each block's two merges
+    assert_same_inference(model, backbone, x)
+
+    # Each sample is dropped or rescaled, never multiplied by noise.
+    ones = np.ones((256, 5, 16), "float32")
+    for block in blocks:
+        rate = block.drop_path.rate
+        out = to_numpy(block.drop_path(ones, training=True)).reshape(256, -1)
+        assert set(np.unique(out)) <= {0.0, np.float32(1.0) / np.float32(1 - rate)}
+        assert np.all(out == out[:, :1])
+        assert abs(np.mean(out[:, 0] == 0) - rate) < 0.12
+
+    fit_one_step(model, x)
+    # `.keras` keeps the backbone's config, which builds keras-hub's own
+    # drop paths: the weights come back, the replacement does not.
+    path = str(tmp_path / "dinov2.keras")
+    model.save(path)
+    restored = keras.saving.load_model(path)
+    assert type(restored) is type(backbone)
+    restored_block = restored.get_layer(f"{backbone.name}_encoder").layers[0]
+    assert type(restored_block.drop_path).__name__ == "DINOV2DropPath"
+    # keras-hub re-interpolates DINOv2's position embeddings on load (lossy
+    # once they have trained): every other weight comes back exactly.
+    saved = {w.path: w for w in model.weights}
+    assert len(saved) == len(restored.weights)
+    for w in restored.weights:
+        if "position_embeddings" not in w.path:
+            np.testing.assert_array_equal(bits(w), bits(saved[w.path]), err_msg=w.path)
+
+    with pytest.raises(ValueError, match="argument `rescale_at`.*drop path"):
+        add_stochastic_depth(backbone, 0.3, rescale_at="inference")
+
+
+def test_a_model_with_neither_merges_nor_drop_paths_is_refused(keras_hub):
+    vit = keras_hub.models.ViTBackbone(
+        image_shape=(16, 16, 3),
+        patch_size=8,
+        num_layers=1,
+        num_heads=1,
+        hidden_dim=8,
+        mlp_dim=8,
+    )
+    with pytest.raises(
+        ValueError, match="no block holding a drop-path sublayer.*vit_encoder"
+    ):
+        add_stochastic_depth(vit, 0.1)

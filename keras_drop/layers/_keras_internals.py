@@ -41,6 +41,20 @@ walks of `recalibrate_batchnorm`, `variance_shift` and `DropRateScheduler`.
    `DropRateScheduler` and to report a BatchNormalization hidden inside a
    subclassed layer.
 
+6. Recognize an addition written `x + y` or `keras.ops.add(x, y)` in a
+   functional graph. It is recorded as a node of the operation class
+   `keras.src.ops.numpy.Add` (`AddOperation` here), which no public name
+   exports; `add_stochastic_depth` treats it as it treats an `Add` layer.
+
+7. Put a new sublayer in place of another in a built layer
+   (`replace_sublayer`), which `add_stochastic_depth` does to the
+   drop-path sublayer of a transformer block. A built layer locks its
+   tracker ("You cannot add new elements of state ... to a layer that is
+   already built"), and plain assignment would leave the old sublayer
+   tracked as well; Keras' tracker has `replace_tracked_value`, which puts
+   the new one at the old one's place, so the order of variables, and with
+   it every weight, stays where it was.
+
 All are exercised by `tests/test_keras_internals.py`, which fails if a
 Keras release moves them.
 """
@@ -52,6 +66,7 @@ from typing import Any
 import keras
 from keras.src.backend.common import global_state
 from keras.src.models.functional import Functional
+from keras.src.ops.numpy import Add as AddOperation
 
 try:
     from keras.src.layers.preprocessing.data_layer import DataLayer
@@ -61,12 +76,15 @@ except ImportError:  # Keras 3.8 - 3.10
     )
 
 __all__ = [
+    "AddOperation",
     "DataLayer",
     "Functional",
     "called_on_its_own",
     "functional_graph",
     "graph_calls",
+    "replace_sublayer",
     "sublayers",
+    "sublayers_in_order",
 ]
 
 
@@ -118,3 +136,37 @@ def graph_calls(graph: Functional) -> list[tuple[Any, Any]]:
 def sublayers(layer: Any) -> list[Any]:
     """Every layer tracked inside `layer`, recursively, `layer` excluded."""
     return layer._flatten_layers(include_self=False, recursive=True)
+
+
+def sublayers_in_order(layer: Any) -> list[Any]:
+    """`sublayers`, depth first in the order each layer tracks its own
+    (`_flatten_layers` walks a layer's children in reverse order)."""
+    found, seen = [], set()
+
+    def walk(parent):
+        for child in parent._flatten_layers(include_self=False, recursive=False):
+            if id(child) not in seen:
+                seen.add(id(child))
+                found.append(child)
+                walk(child)
+
+    walk(layer)
+    return found
+
+
+def replace_sublayer(parent: Any, attribute: str, layer: Any) -> None:
+    """Sets `parent.<attribute>` to `layer` in a built `parent`, untracking
+    the layer (or plain function) it held, so `layer`'s state joins
+    `parent`'s."""
+    tracker = parent._tracker
+    old = parent.__dict__.get(attribute)
+    if old is not None and tracker.is_in_store("layers", old):
+        tracker.replace_tracked_value("layers", old, layer)
+    else:
+        locked = tracker.locked
+        tracker.unlock()
+        try:
+            tracker.add_to_store("layers", layer)
+        finally:
+            tracker.locked = locked
+    object.__setattr__(parent, attribute, layer)
