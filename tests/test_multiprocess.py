@@ -30,7 +30,7 @@ from tests.helpers import ROOT, fresh_process_env, run_in_fresh_process
 from tests.test_distributed import PER_BATCH, PER_SAMPLE
 
 BACKEND = keras.backend.backend()
-TIMEOUT = 120  # seconds, for every process
+TIMEOUT = 240  # seconds, for every process (XLA compiles slowly on a loaded CPU)
 
 
 def _free_ports(count: int) -> list[int]:
