@@ -54,13 +54,27 @@ class DropRateScheduler(keras.callbacks.Callback):
     being trained (nested models and layers inside subclassed models
     included) to `factor * rate`, where `rate` is the layer's configured
     rate (`beta` for `UniformDropout`) and `factor = schedule(progress)`.
-    `progress` runs from 0 at the first update of the `fit` call to 1 at its
-    last: with `update_freq="step"`, step `s` of `T` steps in all (epochs
-    times steps per epoch) has `progress = s / (T - 1)`; with
-    `update_freq="epoch"`, epoch `e` of `E` has `progress = e / (E - 1)`.
-    A `fit` with a single update runs it at `progress = 1`. The default
-    schedule is the DropBlock paper's linear ramp, `factor = progress`: the
-    keep probability falls linearly from 1 to `1 - rate`.
+    `progress` is the absolute position in training, from 0 at the first
+    update of the whole run to 1 at its last. With `update_freq="epoch"`,
+    epoch `e` of `E` (`fit(epochs=E)`, epochs counted from 0) has
+    `progress = e / (E - 1)` whatever `initial_epoch` is:
+    `fit(epochs=4, initial_epoch=2)` runs epochs 2 and 3 at 0.667 and 1.
+    With `update_freq="step"`, the step `s` of `T = E * steps_per_epoch`
+    has `progress = s / (T - 1)`, where `s` is the number of updates the
+    model's optimizer has applied (`optimizer.iterations`, as for a
+    `keras.optimizers.schedules.LearningRateSchedule`). A `fit` with a
+    single update runs it at `progress = 1`. The default schedule is the
+    DropBlock paper's linear ramp, `factor = progress`: the keep probability
+    falls linearly from 1 to `1 - rate`.
+
+    The position is read from state that a checkpoint saves and restores
+    (the epoch `fit` resumes at, the optimizer's step count), never from a
+    counter of this process, so a run preempted and resumed with
+    `keras.callbacks.BackupAndRestore` applies exactly the factors of the
+    uninterrupted run, after an epoch-level backup or a mid-epoch one
+    (`save_freq=N`; Keras then replays the interrupted epoch from its
+    first batch, and the step count goes on from the backup). A model that
+    continues with a second `fit` continues its step count too.
 
     The scheduled rate is applied state, not configuration: `get_config()`
     and a saved model keep the configured rate, and when `fit` returns (or
@@ -153,16 +167,21 @@ class DropRateScheduler(keras.callbacks.Callback):
                 "steps per epoch, which Keras does not know for this data. "
                 "Pass `steps_per_epoch` to `fit`, or use update_freq='epoch'."
             )
-        self._first_epoch: int | None = None
-        self._epoch_index = 0
+        self._epoch = 0
+        self._epoch_start_step = 0
         self.factor = None
 
     def on_epoch_begin(self, epoch, logs=None):
-        if self._first_epoch is None:
-            # `fit(initial_epoch=k)` starts at epoch k: count from there.
-            self._first_epoch = epoch
-        self._epoch_index = epoch - self._first_epoch
-        self._apply(self._progress(step=0), sync=False)
+        # `epoch` is absolute: `fit(initial_epoch=k)` and BackupAndRestore
+        # (whose `on_train_begin` has restored the optimizer by now) start
+        # at epoch k. Between epochs every backend's variables hold the
+        # optimizer's current step count (JAX's `fit` syncs them).
+        self._epoch = epoch
+        if self.update_freq == "step":
+            self._epoch_start_step = int(
+                keras.ops.convert_to_numpy(self.model.optimizer.iterations)
+            )
+        self._apply(self._progress(batch=0), sync=False)
         if self.verbose > 0:
             _print(
                 f"\nEpoch {epoch + 1}: DropRateScheduler setting the drop-rate "
@@ -171,7 +190,7 @@ class DropRateScheduler(keras.callbacks.Callback):
 
     def on_train_batch_begin(self, batch, logs=None):
         if self.update_freq == "step":
-            self._apply(self._progress(step=batch), sync=True)
+            self._apply(self._progress(batch=batch), sync=True)
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None and self.factor is not None:
@@ -188,13 +207,13 @@ class DropRateScheduler(keras.callbacks.Callback):
 
     # The schedule -----------------------------------------------------------
 
-    def _progress(self, step: int) -> float:
-        epochs = self._epochs - (self._first_epoch or 0)
+    def _progress(self, batch: int) -> float:
         if self.update_freq == "epoch":
-            index, total = self._epoch_index, epochs
+            index, total = self._epoch, self._epochs
         else:
-            index = self._epoch_index * self._steps + step
-            total = epochs * self._steps
+            # Every step of the epoch so far has applied one update.
+            index = self._epoch_start_step + batch
+            total = self._epochs * self._steps
         if total <= 1:
             return 1.0
         return min(max(index / (total - 1), 0.0), 1.0)

@@ -274,24 +274,29 @@ def is_union_of_blocks(
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def run_in_fresh_process(
-    args: list[str], *, env: dict[str, str] | None = None, timeout: float = 600
-) -> str:
-    """Run `python ARGS` from the repository root in a new interpreter on
-    the current backend (this checkout's `keras_drop` first on the path);
-    fail with its output if it fails. Returns its stdout."""
+def fresh_process_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a new interpreter on the current backend, with
+    this checkout's `keras_drop` first on the path, plus `env`."""
     path = [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
-    environment = {
+    return {
         **os.environ,
         "KERAS_BACKEND": BACKEND,
         "PYTHONPATH": os.pathsep.join(path),
         "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"),
         **(env or {}),
     }
+
+
+def run_in_fresh_process(
+    args: list[str], *, env: dict[str, str] | None = None, timeout: float = 600
+) -> str:
+    """Run `python ARGS` from the repository root in a new interpreter on
+    the current backend (this checkout's `keras_drop` first on the path);
+    fail with its output if it fails. Returns its stdout."""
     result = subprocess.run(
         [sys.executable, *args],
         cwd=ROOT,
-        env=environment,
+        env=fresh_process_env(env),
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -117,11 +117,107 @@ def test_epoch_granularity_holds_the_factor_within_each_epoch():
     np.testing.assert_allclose(history["drop_rate_factor"], [0.0, 0.5, 1.0])
 
 
-def test_initial_epoch_counts_progress_from_the_first_epoch_run():
+def test_initial_epoch_is_a_position_in_the_whole_run():
+    # Epochs 2 and 3 of 4, as Keras' LearningRateScheduler sees them.
     model = _drop_path_model(keras_drop.DropPath(RATE, seed=1))
     scheduler = keras_drop.DropRateScheduler(update_freq="epoch")
     _, history = _fit(model, scheduler, steps=2, epochs=4, initial_epoch=2)
-    np.testing.assert_allclose(history["drop_rate_factor"], [0.0, 1.0])
+    np.testing.assert_allclose(history["drop_rate_factor"], [2 / 3, 1.0])
+
+
+class Preempted(Exception):
+    pass
+
+
+class Preempt(keras.callbacks.Callback):
+    """Raises after the `after`-th step of this `fit`: the process dies."""
+
+    def __init__(self, after):
+        super().__init__()
+        self.after = after
+        self.steps = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.steps += 1
+        if self.steps == self.after:
+            raise Preempted
+
+
+class StepRates(keras.callbacks.Callback):
+    """The rate a layer applies in each step, by the optimizer's step count
+    (the update the step applies) and epoch."""
+
+    def __init__(self, layer):
+        super().__init__()
+        self.layer = layer
+        self.seen = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if keras.backend.backend() == "jax":
+            self.model.jax_state_sync()
+        step = int(to_numpy(self.model.optimizer.iterations))
+        self.seen.append((step, self.epoch, _current_rate(self.layer)))
+
+
+def _resumable_fit(backup_dir, update_freq, *, preempt_after=None, save_freq=None):
+    """A fresh process's model and `fit(epochs=3)` of 4 steps each; with
+    `save_freq`, under BackupAndRestore (epoch-level or every N steps)."""
+    layer = keras_drop.DropPath(RATE, seed=1)
+    model = _drop_path_model(layer)
+    probe = StepRates(layer)
+    callbacks = [keras_drop.DropRateScheduler(update_freq=update_freq), probe]
+    if save_freq is not None:
+        backup = keras.callbacks.BackupAndRestore(backup_dir, save_freq=save_freq)
+        callbacks.insert(0, backup)
+    if preempt_after is not None:
+        callbacks.append(Preempt(preempt_after))
+    x = np.ones((4 * 8, 4), "float32")
+    try:
+        model.fit(x, x[:, :1], batch_size=8, epochs=3, verbose=0, callbacks=callbacks)
+    except Preempted:
+        pass
+    return probe.seen
+
+
+@pytest.mark.parametrize("update_freq", ["epoch", "step"])
+@pytest.mark.parametrize(
+    "save_freq, preempt_after, resumed_at",
+    [("epoch", 6, (4, 1)), (3, 8, (6, 1))],
+    ids=["epoch_backup", "mid_epoch_backup"],
+)
+def test_a_run_resumed_by_backup_and_restore_applies_the_uninterrupted_factors(
+    tmp_path, update_freq, save_freq, preempt_after, resumed_at
+):
+    uninterrupted = _resumable_fit(None, update_freq)
+    assert [step for step, _, _ in uninterrupted] == list(range(12))
+    rate_at_step = {step: rate for step, _, rate in uninterrupted}
+    rate_in_epoch = {epoch: rate for _, epoch, rate in uninterrupted}
+    if update_freq == "step":
+        np.testing.assert_allclose(
+            list(rate_at_step.values()), RATE * np.arange(12) / 11
+        )
+    else:
+        np.testing.assert_allclose(list(rate_in_epoch.values()), [0, RATE / 2, RATE])
+
+    # Killed after `preempt_after` steps, then a new model in a new fit.
+    preempted = _resumable_fit(
+        tmp_path, update_freq, preempt_after=preempt_after, save_freq=save_freq
+    )
+    resumed = _resumable_fit(tmp_path, update_freq, save_freq=save_freq)
+    assert len(preempted) == preempt_after
+    # The new fit restarts from the backup: the optimizer's step count and
+    # the epoch (whose batches Keras replays from the first).
+    assert resumed[0][:2] == resumed_at
+    for step, epoch, rate in preempted + resumed:
+        if update_freq == "epoch":
+            assert rate == rate_in_epoch[epoch]
+        else:
+            # The replayed batches of a mid-epoch backup are updates beyond
+            # the uninterrupted run's last: they keep its final rate.
+            assert rate == rate_at_step[min(step, 11)]
 
 
 def test_steps_per_execution_changes_the_rate_once_per_execution():

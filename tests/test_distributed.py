@@ -47,7 +47,7 @@ PER_REPLICA = 4  # samples per replica in a step
 STEPS = 16  # global batches compared
 
 
-def _probes() -> dict:
+def probes() -> dict:
     """name -> (layer, one replica's batch): every layer, with inputs of
     ones, so that its output shows its mask."""
     images = np.ones((PER_REPLICA, 8, 8, 2), "float32")
@@ -171,7 +171,7 @@ def _run_probes(scope, replicas: int) -> dict:
     names, batches = [], []
     with scope():
         layers = []
-        for name, (layer, batch) in _probes().items():
+        for name, (layer, batch) in probes().items():
             names.append(name)
             layers.append(layer)
             batches.append(batch)
