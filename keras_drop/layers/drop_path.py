@@ -298,6 +298,7 @@ class StochasticDepthBlock(RateLayer):
         rate: float = 0.5,
         *,
         shortcut: keras.layers.Layer | None = None,
+        mode: str = "batch",
         rescale_at: str = "inference",
         seed: int | None = None,
         **kwargs: Any,
@@ -308,9 +309,15 @@ class StochasticDepthBlock(RateLayer):
         self.shortcut = (
             None if shortcut is None else _validate_sublayer(shortcut, "shortcut")
         )
+        self.mode = _validation.validate_choice(mode, ("batch", "subset"), "mode")
         self.rescale_at = _validation.validate_choice(
             rescale_at, ("inference", "training"), "rescale_at"
         )
+        # Subset mode: the applied rate as a Python float (k is a shape, so
+        # it cannot be read from the rate variable in a compiled step), the
+        # batch sizes its training calls were traced with, and whether a new
+        # rate changed k for one of them since the train step was traced.
+        self._subset = _SubsetState(self._strength)
 
     def build(self, input_shape):
         for layer in (self.residual, self.shortcut):
@@ -343,6 +350,16 @@ class StochasticDepthBlock(RateLayer):
             if self.rescale_at == "training":
                 return shortcut + residual
             return shortcut + residual * ops.cast(1.0 - rate, residual.dtype)
+        if self.mode == "subset":
+            self._subset.batch_sizes.add(inputs.shape[0])
+            return drop_ops.drop_path_subset(
+                inputs,
+                lambda subset: self.residual(subset, training=True),
+                self._subset.rate,
+                shortcut=shortcut,
+                scale_by_keep=self.rescale_at == "training",
+                seed=self.seed_generator,
+            )
         keep = keras.random.uniform((), seed=self.seed_generator) >= rate
         scale = 1.0 / (1.0 - rate) if self.rescale_at == "training" else None
         return self._add_branch_if(keep, inputs, shortcut, scale)
@@ -400,6 +417,20 @@ class StochasticDepthBlock(RateLayer):
             self.add_loss(loss)
         return outputs
 
+    def _set_strength(self, value: Any) -> None:
+        super()._set_strength(value)
+        self._subset.apply(self._strength)
+
+    def _set_current_strength(self, value: float) -> None:
+        super()._set_current_strength(value)
+        self._subset.apply(_validation.validate_rate(value, "rate"))
+
+    def _traced_shapes_changed(self) -> bool:
+        """Whether a rate set since the train step was traced changed k in
+        subset mode (the step must then be traced again); resets the flag."""
+        changed, self._subset.stale = self._subset.stale, False
+        return changed
+
     def compute_output_shape(self, input_shape):
         return self.residual.compute_output_shape(input_shape)
 
@@ -415,6 +446,7 @@ class StochasticDepthBlock(RateLayer):
                 if self.shortcut is None
                 else keras.saving.serialize_keras_object(self.shortcut)
             ),
+            "mode": self.mode,
             "rescale_at": self.rescale_at,
         }
         return {**base_config, **config}
@@ -428,6 +460,30 @@ class StochasticDepthBlock(RateLayer):
                 config["shortcut"]
             )
         return super().from_config(config)
+
+
+class _SubsetState:
+    """A subset-mode block's Python-side rate bookkeeping (kept out of
+    Layer's attribute tracking: it holds no variable)."""
+
+    __slots__ = ("batch_sizes", "rate", "stale")
+
+    def __init__(self, rate: float):
+        self.rate = rate
+        self.batch_sizes: set[int | None] = set()
+        self.stale = False
+
+    def apply(self, rate: float) -> None:
+        """A batch size unknown when traced (a TensorFlow step) gives a
+        run-time k from the rate frozen then: any new rate makes it stale."""
+        for size in self.batch_sizes:
+            if size is None:
+                self.stale = self.stale or rate != self.rate
+            elif drop_ops._subset_size(rate, size) != drop_ops._subset_size(
+                self.rate, size
+            ):
+                self.stale = True
+        self.rate = rate
 
 
 def _conditional_is_slow() -> bool:
