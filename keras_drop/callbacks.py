@@ -16,6 +16,12 @@ keras_drop layer reads the rate it applies from a float32 state variable
   reads the state at the start of every epoch), and a step whose factor did
   not change costs nothing.
 - PyTorch: the step is eager; the variable is updated in place.
+
+One exception: `StochasticDepthBlock(mode="subset")` runs its branch on k
+samples, and k, a shape, is fixed when the step is traced. When a new rate
+changes k, the scheduler has `fit` trace the train step again
+(`model.make_train_function(force=True)`), so the next step compiles for
+the new k.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import keras
 from keras_drop import _validation
 from keras_drop.layers._base import ScheduledStrength
 from keras_drop.layers._keras_internals import sublayers
+from keras_drop.layers.drop_path import StochasticDepthBlock
 
 _LOGGER = logging.getLogger("keras_drop")
 
@@ -86,9 +93,12 @@ class DropRateScheduler(keras.callbacks.Callback):
 
     A new rate takes effect in the next step of the already compiled train
     step on every backend (`tf.function` and XLA, `jax.jit`, PyTorch); no
-    retracing. With `fit(..., steps_per_execution=n)` the callback runs once
-    every `n` steps, so the rate changes every `n` steps and holds within
-    each group (at the progress of the group's first step).
+    retracing, except for `StochasticDepthBlock(mode="subset")`, whose
+    number of kept samples is a shape: when a new rate changes it, the
+    train step is traced and compiled again (see that class). With
+    `fit(..., steps_per_execution=n)` the callback runs once every `n`
+    steps, so the rate changes every `n` steps and holds within each group
+    (at the progress of the group's first step).
 
     `update_freq="step"` needs the number of steps per epoch: Keras knows it
     for arrays, `PyDataset`s and datasets of known cardinality; otherwise
@@ -203,6 +213,7 @@ class DropRateScheduler(keras.callbacks.Callback):
         self._sync_jax_state()
         for layer in self._layers:
             layer._set_current_strength(layer._get_strength())
+        self._retrace_if_shapes_changed()
         self._layers = []
 
     # The schedule -----------------------------------------------------------
@@ -242,7 +253,20 @@ class DropRateScheduler(keras.callbacks.Callback):
             self._sync_jax_state()
         for layer in self._layers:
             layer._set_current_strength(factor * layer._get_strength())
+        self._retrace_if_shapes_changed()
         self.factor = factor
+
+    def _retrace_if_shapes_changed(self) -> None:
+        """A `StochasticDepthBlock(mode="subset")` runs its branch on k
+        samples, a shape fixed when the train step is traced: when a new
+        rate changes k, the next step is traced (and compiled) again."""
+        changed = [
+            layer._traced_shapes_changed()
+            for layer in self._layers
+            if isinstance(layer, StochasticDepthBlock)
+        ]
+        if any(changed):
+            self.model.make_train_function(force=True)
 
     def _sync_jax_state(self) -> None:
         """On JAX, write the state `fit` threads between jitted steps back

@@ -13,8 +13,9 @@ in a variable that a compiled step reads on every call.
 
 from __future__ import annotations
 
+import math
 import types
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import keras
@@ -29,6 +30,7 @@ __all__ = [
     "drop_block",
     "drop_connect",
     "drop_path",
+    "drop_path_subset",
     "stochastic_depth",
     "uniform_dropout",
 ]
@@ -246,6 +248,106 @@ def drop_path(
     shape = (ops.shape(inputs)[0],) + (1,) * (rank - 1)
     multiplier = _keep_multiplier(shape, rate, scale_by_keep, seed)
     return inputs * ops.cast(multiplier, inputs.dtype)
+
+
+def _subset_size(rate: float, batch_size: Any) -> Any:
+    """k = max(1, floor((1 - rate) * batch_size)): the number of samples
+    whose branch `drop_path_subset` runs.
+
+    A Python int for a static batch size; for a batch size known only at
+    run time (a scalar tensor), an int32 scalar tensor. A tolerance of 1e-9
+    absorbs float error, so that (1 - 0.9) * 10 counts as 1.
+    """
+    keep = 1.0 - rate
+    if isinstance(batch_size, int):
+        return max(1, math.floor(keep * batch_size + 1e-9))
+    kept = ops.floor(ops.cast(batch_size, "float64") * keep + 1e-9)
+    return ops.maximum(ops.cast(kept, "int32"), 1)
+
+
+def drop_path_subset(
+    inputs: Any,
+    branch: Callable[[Any], Any],
+    rate: float,
+    *,
+    shortcut: Any = None,
+    scale_by_keep: bool = True,
+    seed: Any = None,
+) -> Any:
+    """Per-sample drop path that runs `branch` on the kept samples only.
+
+    Picks a uniformly random subset of exactly
+    k = max(1, floor((1 - rate) B)) of the B samples, without replacement
+    (the first k of a random permutation), runs `branch` on those k samples
+    and returns `shortcut + branch output` for them, the branch output
+    scaled by B / k with `scale_by_keep`; every other sample returns its
+    shortcut exactly. The expected output is `shortcut + branch(inputs)`
+    (or `shortcut + k / B * branch(inputs)` without the scale), and the
+    branch costs k / B of its full-batch price, forward and backward: the
+    subset form of DINOv2's `drop_add_residual_stochastic_depth`.
+
+    The shapes are static (k is a Python int) and there is no conditional,
+    so it compiles under XLA and `jax.jit`. The branch output goes back to
+    its positions with gathers only: padded with zeros to B rows and taken
+    by the inverse permutation (a `scatter` write-back gained nothing on
+    PyTorch). A batch size unknown when traced (a `tf.function` whose input
+    batch is `None`) gives a run-time k, which XLA resolves when it
+    compiles for a concrete batch; the JAX and PyTorch backends always know
+    the batch size. A branch with BatchNormalization normalizes over the
+    k samples it sees.
+
+    Args:
+        inputs: a float tensor of rank >= 1, batch first: the branch input.
+        branch: a callable taking a batch of inputs (k samples) and
+            returning a batch of k outputs of the shortcut's sample shape.
+        rate: probability that a sample skips the branch, a Python float in
+            [0, 1): k is a shape, so it cannot come from a tensor.
+        shortcut: the tensor each sample's branch output is added to, B
+            samples; `None` (default) is `inputs` (an identity shortcut).
+        scale_by_keep: scale the branch outputs by B / k.
+        seed: int in [0, 2**31 - 1], `keras.random.SeedGenerator` or `None`.
+
+    Returns:
+        A tensor of the shortcut's shape and dtype.
+
+    Reference:
+        [Oquab et al., 2023](https://arxiv.org/abs/2304.07193) (DINOv2);
+        [Huang et al., 2016](https://arxiv.org/abs/1603.09382).
+    """
+    inputs = ops.convert_to_tensor(inputs)
+    _validation.check_min_rank(inputs.shape, 1, "drop_path_subset")
+    if not callable(branch):
+        raise _validation.invalid_value("branch", "a callable", branch)
+    if isinstance(rate, keras.Variable) or ops.is_tensor(rate):
+        raise _validation.invalid_value(
+            "rate", "a Python float (k is a shape, fixed when traced)", rate
+        )
+    rate = _validation.validate_rate(rate, "rate")
+    _validation.validate_bool(scale_by_keep, "scale_by_keep")
+    seed = _validation.validate_op_seed(seed)
+    shortcut = inputs if shortcut is None else ops.convert_to_tensor(shortcut)
+    batch_size = inputs.shape[0]
+    if batch_size is None:
+        if keras.backend.backend() != "tensorflow":
+            raise ValueError(
+                "`drop_path_subset` needs the batch size to pick k samples: "
+                f"received inputs of shape {tuple(inputs.shape)} on the "
+                f"{keras.backend.backend()} backend, which cannot trace a "
+                "run-time k. Call it with a known batch size."
+            )
+        batch_size = ops.shape(inputs)[0]
+    k = _subset_size(rate, batch_size)
+    if isinstance(k, int) and k == batch_size:
+        return shortcut + branch(inputs)
+    order = ops.argsort(keras.random.uniform((batch_size,), seed=seed))
+    position = ops.argsort(order)  # the inverse permutation
+    residual = branch(ops.take(inputs, order[:k], axis=0))
+    if scale_by_keep:
+        scale = ops.cast(batch_size, "float32") / ops.cast(k, "float32")
+        residual = residual * ops.cast(scale, residual.dtype)
+    rest = (batch_size - k, *ops.shape(residual)[1:])
+    padded = ops.concatenate([residual, ops.zeros(rest, residual.dtype)], axis=0)
+    return shortcut + ops.take(padded, position, axis=0)
 
 
 def stochastic_depth(

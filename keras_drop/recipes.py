@@ -555,6 +555,9 @@ def add_stochastic_depth(
         final_rate: float in [0, 1), the drop rate of the last block.
         mode: `"batch"` (default, the paper: one draw per batch) or `"row"`
             (one draw per sample, timm's drop path), see `StochasticDepth`.
+            `"subset"` raises `ValueError`: the rewrite keeps the branch's
+            layers in the graph, so they would still run on every sample;
+            build the model with `StochasticDepthBlock(mode="subset")`.
         rescale_at: `"training"` (default) or `"inference"`, see above.
         seed: int in [0, 2**31 - 1] or `None`. With an int, block l (counted
             from 0 in depth order) gets seed `seed + l` (modulo 2**31), so
@@ -581,6 +584,15 @@ def add_stochastic_depth(
         - [Huang et al., 2016](https://arxiv.org/abs/1603.09382)
     """
     final_rate = _validation.validate_rate(final_rate, "final_rate")
+    if mode == "subset":
+        raise ValueError(
+            "`add_stochastic_depth` cannot use mode='subset': it rewrites the "
+            "`Add` that merges a residual branch, and the branch's layers stay "
+            "where they are in the graph, so they run on every sample. Running "
+            "a branch on a subset of the batch needs the branch as one layer: "
+            "wrap it in `keras_drop.StochasticDepthBlock(branch, rate, "
+            "mode='subset')` where the model is built."
+        )
     mode = _validation.validate_choice(mode, ("batch", "row"), "mode")
     rescale_at = _validation.validate_choice(
         rescale_at, ("training", "inference"), "rescale_at"

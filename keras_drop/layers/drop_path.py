@@ -206,9 +206,15 @@ class StochasticDepthBlock(RateLayer):
 
     Wraps a residual block: `residual` (any layer or model, e.g. a
     `keras.Sequential` of Conv2D, BatchNormalization and ReLU) and an
-    optional projection `shortcut` layer (the identity when `None`), and
-    returns `shortcut(x) + b * residual(x)` with b ~ Bernoulli(1 - rate)
-    drawn once per batch, as `StochasticDepth(mode="batch")`. When b = 0 the
+    optional projection `shortcut` layer (the identity when `None`). Two
+    modes: `"batch"` skips the branch for the whole batch (the paper),
+    `"subset"` for a random subset of its samples (per-sample drop path, as
+    ViT, DeiT, Swin and DINOv2 train, without computing the dropped
+    samples' branch).
+
+    `mode="batch"` returns `shortcut(x) + b * residual(x)` with
+    b ~ Bernoulli(1 - rate) drawn once per batch, as
+    `StochasticDepth(mode="batch")`. When b = 0 the
     residual branch is not executed: the block holds a real conditional
     (`keras.ops.cond`: `tf.cond`, `jax.lax.cond`, a Python `if` on PyTorch),
     which XLA and `jax.jit` keep as a branch of the compiled step. This is
@@ -241,15 +247,55 @@ class StochasticDepthBlock(RateLayer):
 
     `rate` is schedulable like every keras_drop rate (`DropRateScheduler`).
 
-    A TensorFlow limitation: under XLA (`jit_compile=True`, and `"auto"`
-    picks XLA), TensorFlow cannot compile the gradient of a conditional
+    A TensorFlow limitation of `mode="batch"`: under XLA
+    (`jit_compile=True`, and `"auto"` picks XLA), TensorFlow cannot
+    compile the gradient of a conditional
     whose branch computes tensor shapes at run time, and fails with
     "must be a compile-time constant". Conv, BatchNormalization, pooling
     and `Dense` on rank-2 inputs are fine; `Dense` on rank >= 3 inputs
     with an unknown batch size (a transformer's MLP) is not, because
     TensorFlow lowers it to a `tensordot` with a run-time transpose. For
     such branches on TensorFlow compile with `jit_compile=False`, or use
-    `StochasticDepth`. JAX and PyTorch have no such limit.
+    `mode="subset"` or `StochasticDepth`. JAX and PyTorch have no such
+    limit.
+
+    `mode="subset"`: each training step picks a uniformly random subset of
+    exactly k = max(1, floor((1 - rate) B)) of the batch's B samples,
+    without replacement, runs the branch on those k samples only, and adds
+    its outputs to their shortcuts, scaled by B / k with
+    `rescale_at="training"` (unscaled with `rescale_at="inference"`, and
+    inference then adds `(1 - rate) * residual(x)`, as in batch mode).
+    Every other sample returns its shortcut exactly. The branch's cost,
+    forward and backward, falls to k / B of the full batch's (see
+    `keras_drop.ops.drop_path_subset`). Shapes are static and there is no
+    conditional, so the step compiles under XLA (rank-3 `Dense` branches
+    included) and `jax.jit` (JAX on CPU included) and runs on PyTorch.
+    With `rescale_at="training"` the expected training output is
+    `shortcut(x) + residual(x)`, the multiply form's
+    (`StochasticDepth(mode="row")`); with `"inference"` it is
+    `shortcut(x) + k / B * residual(x)`, k / B being 1 - rate rounded down
+    to a multiple of 1 / B. Unlike the multiply form, the number of kept
+    samples does not vary from step to step.
+
+    - BatchNormalization inside the branch normalizes over, and updates
+      its moving statistics from, the k selected samples only (a smaller
+      batch); the branch's weights get gradients from those k samples only.
+    - k is a shape. It comes from the applied rate (a Python value the
+      layer keeps beside its rate variable) and the batch size when the
+      train step is traced, and is fixed in that compiled step. A batch
+      size unknown when traced (TensorFlow's `fit` traces with a `None`
+      batch) gives a k computed at run time from the actual batch size,
+      which XLA resolves when it compiles for a concrete batch; JAX and
+      PyTorch always know it.
+    - A scheduled rate: `DropRateScheduler` traces and compiles the train
+      step again whenever a new rate changes k (on TensorFlow, whose step
+      is traced with an unknown batch size, whenever the rate changes):
+      with `update_freq="step"` and the default linear ramp that is up to
+      B - k + 1 compilations over a run (B = 64, rate 0.4: 27), one per
+      epoch with `update_freq="epoch"`. Eager steps (PyTorch's `fit`,
+      `run_eagerly=True`) read the new k at once. A rate assigned by hand
+      (`block.rate = 0.2`) after the train step is compiled reaches it
+      after `model.make_train_function(force=True)` or a new `compile`.
 
     Args:
         residual: a `keras.layers.Layer` (a layer or a model), the residual
@@ -257,6 +303,7 @@ class StochasticDepthBlock(RateLayer):
         rate: float in [0, 1), the probability that the branch is dropped.
         shortcut: a `keras.layers.Layer` for a projection shortcut, or
             `None` (default) for the identity.
+        mode: `"batch"` (default) or `"subset"`, see above.
         rescale_at: `"inference"` (default) or `"training"`, see above.
         seed: int in [0, 2**31 - 1] or `None`, the seed of the layer's
             random generator.
@@ -288,8 +335,23 @@ class StochasticDepthBlock(RateLayer):
     ... )
     >>> y = block(keras.Input((32, 32, 16)))
 
+    A transformer encoder block, per-sample drop path on both branches:
+
+    >>> attention = ...  # a layer: LayerNormalization, then self-attention
+    >>> mlp = keras.Sequential([
+    ...     keras.layers.LayerNormalization(),
+    ...     keras.layers.Dense(512, activation="gelu"),
+    ...     keras.layers.Dense(128),
+    ... ])
+    >>> x = keras_drop.StochasticDepthBlock(
+    ...     attention, 0.1, mode="subset", rescale_at="training")(x)
+    >>> x = keras_drop.StochasticDepthBlock(
+    ...     mlp, 0.1, mode="subset", rescale_at="training")(x)
+
     Reference:
         - [Huang et al., 2016](https://arxiv.org/abs/1603.09382)
+        - [Oquab et al., 2023](https://arxiv.org/abs/2304.07193) (DINOv2's
+          subset drop path, `drop_add_residual_stochastic_depth`)
     """
 
     def __init__(
@@ -298,6 +360,7 @@ class StochasticDepthBlock(RateLayer):
         rate: float = 0.5,
         *,
         shortcut: keras.layers.Layer | None = None,
+        mode: str = "batch",
         rescale_at: str = "inference",
         seed: int | None = None,
         **kwargs: Any,
@@ -308,9 +371,15 @@ class StochasticDepthBlock(RateLayer):
         self.shortcut = (
             None if shortcut is None else _validate_sublayer(shortcut, "shortcut")
         )
+        self.mode = _validation.validate_choice(mode, ("batch", "subset"), "mode")
         self.rescale_at = _validation.validate_choice(
             rescale_at, ("inference", "training"), "rescale_at"
         )
+        # Subset mode: the applied rate as a Python float (k is a shape, so
+        # it cannot be read from the rate variable in a compiled step), the
+        # batch sizes its training calls were traced with, and whether a new
+        # rate changed k for one of them since the train step was traced.
+        self._subset = _SubsetState(self._strength)
 
     def build(self, input_shape):
         for layer in (self.residual, self.shortcut):
@@ -343,6 +412,16 @@ class StochasticDepthBlock(RateLayer):
             if self.rescale_at == "training":
                 return shortcut + residual
             return shortcut + residual * ops.cast(1.0 - rate, residual.dtype)
+        if self.mode == "subset":
+            self._subset.batch_sizes.add(inputs.shape[0])
+            return drop_ops.drop_path_subset(
+                inputs,
+                lambda subset: self.residual(subset, training=True),
+                self._subset.rate,
+                shortcut=shortcut,
+                scale_by_keep=self.rescale_at == "training",
+                seed=self.seed_generator,
+            )
         keep = keras.random.uniform((), seed=self.seed_generator) >= rate
         scale = 1.0 / (1.0 - rate) if self.rescale_at == "training" else None
         return self._add_branch_if(keep, inputs, shortcut, scale)
@@ -400,6 +479,20 @@ class StochasticDepthBlock(RateLayer):
             self.add_loss(loss)
         return outputs
 
+    def _set_strength(self, value: Any) -> None:
+        super()._set_strength(value)
+        self._subset.apply(self._strength)
+
+    def _set_current_strength(self, value: float) -> None:
+        super()._set_current_strength(value)
+        self._subset.apply(_validation.validate_rate(value, "rate"))
+
+    def _traced_shapes_changed(self) -> bool:
+        """Whether a rate set since the train step was traced changed k in
+        subset mode (the step must then be traced again); resets the flag."""
+        changed, self._subset.stale = self._subset.stale, False
+        return changed
+
     def compute_output_shape(self, input_shape):
         return self.residual.compute_output_shape(input_shape)
 
@@ -415,6 +508,7 @@ class StochasticDepthBlock(RateLayer):
                 if self.shortcut is None
                 else keras.saving.serialize_keras_object(self.shortcut)
             ),
+            "mode": self.mode,
             "rescale_at": self.rescale_at,
         }
         return {**base_config, **config}
@@ -428,6 +522,30 @@ class StochasticDepthBlock(RateLayer):
                 config["shortcut"]
             )
         return super().from_config(config)
+
+
+class _SubsetState:
+    """A subset-mode block's Python-side rate bookkeeping (kept out of
+    Layer's attribute tracking: it holds no variable)."""
+
+    __slots__ = ("batch_sizes", "rate", "stale")
+
+    def __init__(self, rate: float):
+        self.rate = rate
+        self.batch_sizes: set[int | None] = set()
+        self.stale = False
+
+    def apply(self, rate: float) -> None:
+        """A batch size unknown when traced (a TensorFlow step) gives a
+        run-time k from the rate frozen then: any new rate makes it stale."""
+        for size in self.batch_sizes:
+            if size is None:
+                self.stale = self.stale or rate != self.rate
+            elif drop_ops._subset_size(rate, size) != drop_ops._subset_size(
+                self.rate, size
+            ):
+                self.stale = True
+        self.rate = rate
 
 
 def _conditional_is_slow() -> bool:
