@@ -41,6 +41,11 @@ walks of `recalibrate_batchnorm`, `variance_shift` and `DropRateScheduler`.
    `DropRateScheduler` and to report a BatchNormalization hidden inside a
    subclassed layer.
 
+6. Describe a model's inputs for an export: `model.export` builds the
+   input signature of a functional, Sequential or built subclassed model
+   with `keras.src.export.export_utils.get_input_signature`, which
+   `export_monte_carlo` reuses for its own serving function.
+
 All are exercised by `tests/test_keras_internals.py`, which fails if a
 Keras release moves them.
 """
@@ -51,6 +56,7 @@ from typing import Any
 
 import keras
 from keras.src.backend.common import global_state
+from keras.src.export.export_utils import get_input_signature
 from keras.src.models.functional import Functional
 
 try:
@@ -66,6 +72,7 @@ __all__ = [
     "called_on_its_own",
     "functional_graph",
     "graph_calls",
+    "input_signature",
     "sublayers",
 ]
 
@@ -118,3 +125,8 @@ def graph_calls(graph: Functional) -> list[tuple[Any, Any]]:
 def sublayers(layer: Any) -> list[Any]:
     """Every layer tracked inside `layer`, recursively, `layer` excluded."""
     return layer._flatten_layers(include_self=False, recursive=True)
+
+
+def input_signature(model: Any) -> list[Any]:
+    """The positional input specs `model.export` would serve `model` with."""
+    return list(get_input_signature(model))
