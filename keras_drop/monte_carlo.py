@@ -39,6 +39,7 @@ Reference: Gal & Ghahramani, "Dropout as a Bayesian Approximation", ICML
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import weakref
 from collections.abc import Iterator
@@ -183,24 +184,32 @@ class _Passes:
             if id(variable) in generators
         ]
 
-    def seed_states(self, *entropy: int) -> list[np.ndarray]:
-        """A state for each seed generator, drawn from `entropy`."""
-        rng = np.random.default_rng(list(entropy))
-        keys = rng.integers(0, 2**31 - 1, size=len(self.seed_positions))
-        dtypes = [self.variables[i].dtype for i in self.seed_positions]
+    def seed_states(self, samples: range, *entropy: int) -> list[np.ndarray]:
+        """Per seed generator, a state for each of `samples`: drawn from
+        the sample index and `entropy` (seed, batch), `(len(samples), 2)`."""
+        keys = np.stack(
+            [
+                np.random.default_rng([entropy[0], sample, *entropy[1:]]).integers(
+                    0, 2**31 - 1, size=len(self.seed_positions)
+                )
+                for sample in samples
+            ],
+            axis=-1,
+        ).reshape(len(self.seed_positions), len(samples))
         return [
-            np.array([key, 0], dtype=dtype)
-            for key, dtype in zip(keys, dtypes, strict=True)
+            np.stack([key, np.zeros_like(key)], axis=-1).astype(
+                self.variables[position].dtype
+            )
+            for key, position in zip(keys, self.seed_positions, strict=True)
         ]
 
-    def values(self, seed_states: list[Any]) -> list[Any]:
-        """The variables' current values with the seed states replaced."""
-        values = [variable.value for variable in self.variables]
-        for position, state in zip(self.seed_positions, seed_states, strict=True):
-            values[position] = state
-        return values
+    def values(self) -> list[Any]:
+        """The variables' current values."""
+        return [variable.value for variable in self.variables]
 
     def __call__(self, values: list[Any], args: tuple[Any, ...]) -> Any:
+        """One pass: `model(*args, training=False)` with the regularizers
+        active and the variables holding `values`."""
         mapping = list(zip(self.variables, values, strict=True))
         with _monte_carlo_mode(self.keras_dropouts):
             with keras.StatelessScope(state_mapping=mapping):
@@ -216,6 +225,27 @@ class _Passes:
             return keras.tree.map_structure(lambda t: t[0], outputs)
 
         return _compiled.map_rows(row, args)
+
+    def draws(
+        self,
+        values: list[Any],
+        seed_states: list[Any],
+        args: tuple[Any, ...],
+        fixed_masks: bool = False,
+    ) -> Any:
+        """One pass per row of `seed_states` (per generator, `(k, 2)`),
+        stacked: `(k, batch, ...)`."""
+
+        def one_pass(states):
+            current = list(values)
+            for position, state in zip(self.seed_positions, states, strict=True):
+                current[position] = state
+            run = self.per_row if fixed_masks else self
+            return run(current, args)
+
+        if not self.seed_positions:  # only Keras dropouts at rate 0
+            return keras.tree.map_structure(lambda t: t[None], one_pass([]))
+        return keras.ops.map(one_pass, seed_states)
 
 
 def _entropy_seed(seed: int | None) -> int:
@@ -296,39 +326,42 @@ def mc_predict(
             "Invalid value received for argument `batch_size`. Expected an "
             f"integer >= 1 or None. Received: batch_size={batch_size!r}"
         )
-    entropy = _entropy_seed(seed)
+    seed = _entropy_seed(seed)
     args = x if isinstance(x, tuple) else (x,)
     count = int(keras.tree.flatten(args)[0].shape[0])
     passes, step = _compiled_passes(model, keras_dropouts, fixed_masks)
-    # Every batch padded to one size: one trace. Rows do not interact at
-    # inference (BatchNormalization uses its moving statistics), so padding
-    # changes no real row's distribution.
+    # Every batch padded to one size, and samples drawn in chunks of one
+    # size: one trace. Rows do not interact at inference (BatchNormalization
+    # uses its moving statistics), so padding changes no real row's
+    # distribution; padded samples are dropped.
     size = min(batch_size, count)
-    outputs = []
-    for sample in range(samples):
-        sample_outputs = []
-        states = passes.seed_states(entropy, sample) if fixed_masks else None
+    chunk = min(samples, SAMPLES_PER_CALL)
+    values = passes.values()
+    chunks = []
+    for first in range(0, samples, chunk):
+        indices = range(first, first + chunk)
+        batches = []
         for index, start in enumerate(range(0, count, size)):
-            if not fixed_masks:
-                states = passes.seed_states(entropy, sample, index + 1)
+            entropy = (seed,) if fixed_masks else (seed, index + 1)
+            states = passes.seed_states(indices, *entropy)
             batch = keras.tree.map_structure(
                 lambda t, s=start: _padded(t[s : s + size], size), args
             )
-            result = step(passes.values(states), batch)
-            sample_outputs.append(
+            stop = min(size, count - start)
+            batches.append(
                 keras.tree.map_structure(
-                    lambda t, s=start: keras.ops.convert_to_numpy(t)[
-                        : min(size, count - s)
-                    ],
-                    result,
+                    lambda t, stop=stop: keras.ops.convert_to_numpy(t)[:, :stop],
+                    step(values, states, batch),
                 )
             )
-        outputs.append(
+        chunks.append(
             keras.tree.map_structure(
-                lambda *parts: np.concatenate(parts, axis=0), *sample_outputs
+                lambda *parts: np.concatenate(parts, axis=1), *batches
             )
         )
-    return keras.tree.map_structure(lambda *parts: np.stack(parts), *outputs)
+    return keras.tree.map_structure(
+        lambda *parts: np.concatenate(parts)[:samples], *chunks
+    )
 
 
 def _padded(batch: Any, size: int) -> Any:
@@ -341,6 +374,9 @@ def _padded(batch: Any, size: int) -> Any:
     return np.concatenate([batch, padding])
 
 
+SAMPLES_PER_CALL = 16
+"""Samples drawn per call of the compiled function (a loop inside it)."""
+
 _steps: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
@@ -349,17 +385,23 @@ def _compiled_passes(
 ) -> tuple[_Passes, Any]:
     """The passes of `model` and their compiled step, traced once per model
     and kind: kept while the model lives, traced again if its variables or
-    its Keras dropout rates (Python floats, frozen in a trace) change."""
+    its rates change (Keras' own and the configured keras_drop rates are
+    Python floats, frozen in a trace)."""
     passes = _Passes(model, keras_dropouts)
     key = (
         bool(fixed_masks),
         tuple(id(variable) for variable in passes.variables),
         tuple(layer.rate for layer in keras_dropouts),
+        tuple(layer._get_strength() for layer in _regularizers(model)[0]),
     )
     cached = _steps.setdefault(model, {})
     if key not in cached:
-        fn = passes.per_row if fixed_masks else passes.__call__
-        cached[key] = passes, _compiled.compile_function(fn)
+        cached[key] = (
+            passes,
+            _compiled.compile_function(
+                functools.partial(passes.draws, fixed_masks=bool(fixed_masks))
+            ),
+        )
     return cached[key]
 
 
@@ -390,6 +432,7 @@ def export_monte_carlo(
     >>> served = tf.saved_model.load("mc_model")
     >>> mean, variance = served.serve(x)
     """
+    keras_dropouts = _check(model, samples)
     backend = keras.backend.backend()
     if backend not in ("tensorflow", "jax"):
         raise NotImplementedError(
@@ -397,18 +440,11 @@ def export_monte_carlo(
             "exports from the TensorFlow and JAX backends only. Received: "
             f"backend={backend!r}"
         )
-    keras_dropouts = _check(model, samples)
     passes = _Passes(model, keras_dropouts)
-    # Per seed generator, its state for each sample: (samples, 2).
-    per_sample = [passes.seed_states(0, sample) for sample in range(samples)]
-    stacked = [np.stack(states) for states in zip(*per_sample, strict=True)]
+    states = passes.seed_states(range(samples), 0)
 
     def serve(*args):
-        def one_pass(states):
-            return passes(passes.values(states), args)
-
-        # keras.ops.map needs a non-empty structure to map over.
-        draws = keras.ops.map(one_pass, stacked) if stacked else one_pass([])[None]
+        draws = passes.draws(passes.values(), states, args)
         mean = keras.ops.mean(draws, axis=0)
         variance = keras.ops.var(draws, axis=0)
         return mean, variance
