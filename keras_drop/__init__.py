@@ -26,6 +26,7 @@ from keras_drop.layers import (  # noqa: E402
     UniformDropout,
     stochastic_depth_rates,
 )
+from keras_drop.monte_carlo import export_monte_carlo, mc_predict  # noqa: E402
 from keras_drop.recipes import add_dropblock, add_stochastic_depth  # noqa: E402
 
 __all__ = [
@@ -42,6 +43,8 @@ __all__ = [
     "__version__",
     "add_dropblock",
     "add_stochastic_depth",
+    "export_monte_carlo",
+    "mc_predict",
     "ops",
     "recalibrate_batchnorm",
     "recipes",

@@ -15,16 +15,46 @@ what `get_config()` returns; a scheduler changes only the variable.
 Seeds come from `keras_drop.layers._replicas.SeedGenerator`, Keras' own
 generator that draws a different seed on each replica of a `tf.distribute`
 strategy (Keras' own gives every replica the same seed, so the same mask).
+
+Monte Carlo inference (`keras_drop.mc_predict`) calls a model with
+`training=False`, so that BatchNormalization and every other layer run as
+at inference, inside `monte_carlo_scope()`: there every layer of this base
+draws its noise as in training (`_drops(training)` is true). The scope is
+read when a call is traced, so a compiled function traced inside it keeps
+the regularizers active and one traced outside keeps them off.
 """
 
 from __future__ import annotations
 
+import contextlib
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 import keras
 
 from keras_drop import _validation
 from keras_drop.layers._replicas import SeedGenerator
+
+_monte_carlo = threading.local()
+
+
+@contextlib.contextmanager
+def monte_carlo_scope() -> Iterator[None]:
+    """Inside, every `ScheduledStrength` layer drops as in training, whatever
+    its `training` argument (the layers it holds still receive that
+    argument). Nests; thread-local, as Keras' own call context is."""
+    depth = getattr(_monte_carlo, "depth", 0)
+    _monte_carlo.depth = depth + 1
+    try:
+        yield
+    finally:
+        _monte_carlo.depth = depth
+
+
+def in_monte_carlo_scope() -> bool:
+    """Whether a call made now is part of a Monte Carlo pass."""
+    return getattr(_monte_carlo, "depth", 0) > 0
 
 
 class _StateHolder:
@@ -102,6 +132,11 @@ class ScheduledStrength(ArgumentErrorsOnLoad):
         value = self._validate_strength(value)
         self._strength = value
         self._strength_state.variable.assign(value)
+
+    def _drops(self, training: Any) -> bool:
+        """Whether this call applies the regularizer: in training, and in a
+        Monte Carlo pass (`monte_carlo_scope`) at inference."""
+        return bool(training) or in_monte_carlo_scope()
 
     def _current_strength(self) -> Any:
         """The strength the next call applies, as a float32 scalar tensor."""

@@ -55,6 +55,11 @@ walks of `recalibrate_batchnorm`, `variance_shift` and `DropRateScheduler`.
    the new one at the old one's place, so the order of variables, and with
    it every weight, stays where it was.
 
+8. Describe a model's inputs for an export: `model.export` builds the
+   input signature of a functional, Sequential or built subclassed model
+   with `keras.src.export.export_utils.get_input_signature`, which
+   `export_monte_carlo` reuses for its own serving function.
+
 All are exercised by `tests/test_keras_internals.py`, which fails if a
 Keras release moves them.
 """
@@ -65,6 +70,7 @@ from typing import Any
 
 import keras
 from keras.src.backend.common import global_state
+from keras.src.export.export_utils import get_input_signature
 from keras.src.models.functional import Functional
 from keras.src.ops.numpy import Add as AddOperation
 
@@ -82,6 +88,7 @@ __all__ = [
     "called_on_its_own",
     "functional_graph",
     "graph_calls",
+    "input_signature",
     "replace_sublayer",
     "sublayers",
     "sublayers_in_order",
@@ -170,3 +177,8 @@ def replace_sublayer(parent: Any, attribute: str, layer: Any) -> None:
         finally:
             tracker.locked = locked
     object.__setattr__(parent, attribute, layer)
+
+
+def input_signature(model: Any) -> list[Any]:
+    """The positional input specs `model.export` would serve `model` with."""
+    return list(get_input_signature(model))

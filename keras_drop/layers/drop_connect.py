@@ -62,7 +62,7 @@ class DropConnectDense(RateProperty, ScheduledStrength, keras.layers.Dense):
         self._init_strength(rate, seed)
 
     def call(self, inputs, training=None):
-        if not training:
+        if not self._drops(training):
             return super().call(inputs)
         if self.quantization_mode is not None:
             raise ValueError(

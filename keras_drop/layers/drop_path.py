@@ -75,7 +75,7 @@ class DropPath(RateLayer):
         self.built = True
 
     def call(self, inputs, training=False):
-        if not training:
+        if not self._drops(training):
             return inputs
         return drop_ops.drop_path(
             inputs,
@@ -178,7 +178,7 @@ class StochasticDepth(RateLayer):
             _check_two_inputs(len(tensors), [tuple(t.shape) for t in tensors])
         shortcut, residual = inputs
         rate = self._current_strength()
-        if training:
+        if self._drops(training):
             return drop_ops.stochastic_depth(
                 shortcut,
                 residual,
@@ -407,7 +407,7 @@ class StochasticDepthBlock(RateLayer):
         else:
             shortcut = self.shortcut(inputs, training=training)
         rate = self._current_strength()
-        if not training:
+        if not self._drops(training):
             residual = self.residual(inputs, training=False)
             if self.rescale_at == "training":
                 return shortcut + residual
@@ -424,12 +424,15 @@ class StochasticDepthBlock(RateLayer):
             )
         keep = keras.random.uniform((), seed=self.seed_generator) >= rate
         scale = 1.0 / (1.0 - rate) if self.rescale_at == "training" else None
-        return self._add_branch_if(keep, inputs, shortcut, scale)
+        return self._add_branch_if(keep, inputs, shortcut, scale, training)
 
-    def _add_branch_if(self, keep: Any, inputs: Any, shortcut: Any, scale: Any):
+    def _add_branch_if(
+        self, keep: Any, inputs: Any, shortcut: Any, scale: Any, training: Any
+    ):
         """`shortcut + scale * residual(inputs)` if `keep`, else `shortcut`,
         computing the branch only when kept and updating its state only
-        then."""
+        then. The branch gets `training` (false in a Monte Carlo pass, where
+        only the drop is random)."""
         branch = self.residual
         variables = branch.variables
         values = [variable.value for variable in variables]
@@ -442,7 +445,7 @@ class StochasticDepthBlock(RateLayer):
                 state_mapping=list(zip(variables, values, strict=True)),
                 collect_losses=True,
             ) as scope:
-                residual = branch(inputs, training=True)
+                residual = branch(inputs, training=bool(training))
             if scale is not None:
                 residual = residual * ops.cast(scale, residual.dtype)
             updated = [ops.cast(scope.get_current_value(v), v.dtype) for v in state]

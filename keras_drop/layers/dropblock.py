@@ -56,7 +56,7 @@ class _DropBlock(RateLayer):
         self.built = True
 
     def call(self, inputs, training=False):
-        if not training:
+        if not self._drops(training):
             return inputs
         return drop_ops._drop_block(
             inputs,

@@ -91,7 +91,7 @@ class UniformDropout(DropLayer):
     )
 
     def call(self, inputs, training=False):
-        if not training:
+        if not self._drops(training):
             return inputs
         return drop_ops.uniform_dropout(
             inputs, self._current_strength(), seed=self.seed_generator
