@@ -62,5 +62,39 @@ def test_demo_quick_run(tmp_path, capsys):
     assert demo.main(["--quick", "--output", str(tmp_path)]) == 0
     printed = capsys.readouterr().out
     assert "| Dropout(0.2) before BN |" in printed
-    for name in ("learning_curves.png", "mask_gallery.png"):
+    # The occlusion tables: every digits variant, a column per square size.
+    sizes = " | ".join(f"{size}×{size}" for size in demo.OCCLUSIONS)
+    for title in ("as trained", "after `recalibrate_batchnorm`"):
+        header = f"| occluded digits, {title} | none | {sizes} |"
+        rows = printed.split(header)[1].split("\n\n")[0].splitlines()[2:]
+        assert [row.split(" | ")[0] for row in rows] == [
+            f"| {name}" for name in demo.VARIANTS
+        ]
+        assert all(row.count("±") == 1 + len(demo.OCCLUSIONS) for row in rows)
+    # The MNIST-1D part: 800 training / 200 test sequences in the quick run.
+    assert "MNIST-1D, 800 training / 200 test sequences" in printed
+    rows = printed.split("| MNIST-1D model |")[1].split("\n\n")[0].splitlines()[2:]
+    assert [row.split(" | ")[0] for row in rows] == [
+        f"| {name}" for name in demo.MNIST1D_VARIANTS
+    ]
+    for name in ("learning_curves.png", "mnist1d_curves.png", "mask_gallery.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_demo_occlusion_hides_one_square():
+    import numpy as np
+
+    from keras_drop.demo import occlude
+
+    images = np.ones((500, 32, 32, 1), "float32")
+    occluded = occlude(images, 12, seed=0)
+    hidden = occluded[..., 0] == 0
+    assert occluded.dtype == images.dtype
+    # One whole 12x12 square per image: 12 rows and 12 columns hidden.
+    assert np.all(hidden.sum(axis=(1, 2)) == 144)
+    assert np.all(hidden.any(axis=2).sum(axis=1) == 12)
+    assert np.all(hidden.any(axis=1).sum(axis=1) == 12)
+    # Fixed by the seed; spread over every place where it fits.
+    np.testing.assert_array_equal(occlude(images, 12, seed=0), occluded)
+    tops = np.argmax(hidden.any(axis=2), axis=1)
+    assert tops.min() == 0 and tops.max() == 32 - 12
