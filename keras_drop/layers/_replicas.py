@@ -16,10 +16,10 @@ current replica (`tf.distribute.get_replica_context()`) into the seed it
 returns, with `tf.random.experimental.stateless_fold_in` (a hash, so no
 replica's seed sequence is a shifted copy of another's), when more than one
 replica runs in sync. The generator's state advances as before, identically
-on every replica. On one device, in a cross-replica context and on the JAX
-and PyTorch backends the seeds are Keras' own, unchanged, and TensorFlow is
-not imported. `MultiWorkerMirroredStrategy` needs nothing more: its
-replica ids run over every worker's replicas.
+on every replica. On one device and in a cross-replica context the seeds
+are Keras' own, unchanged; on the other backends TensorFlow is not
+imported. `MultiWorkerMirroredStrategy` needs nothing more: its replica
+ids run over every worker's replicas.
 
 PyTorch's DistributedDataParallel runs one process per replica, each with
 its own copy of the model, and every process built with the same seed
