@@ -348,7 +348,7 @@ def test_export_raises_on_torch(tmp_path):
 @pytest.mark.backends(*EXPORT_BACKENDS, reason=EXPORT_REASON)
 def test_exported_statistics_match_mc_predict(bn_draws, tmp_path):
     model, x, draws = bn_draws
-    samples = 500
+    samples = 200
     np.save(tmp_path / "inputs.npy", x)
     keras_drop.export_monte_carlo(
         model, tmp_path / "saved_model" / "mc", samples=samples
