@@ -13,6 +13,7 @@ from keras_drop.layers._keras_internals import (
     called_on_its_own,
     functional_graph,
     graph_calls,
+    input_signature,
     sublayers,
 )
 
@@ -163,3 +164,24 @@ def test_functional_is_the_class_of_models_with_a_graph():
         functional, clone_function=lambda layer: layer, call_function=call_function
     )
     assert called == [functional.layers[1].name]
+
+
+def test_input_signature_describes_functional_sequential_and_subclassed():
+    inputs = keras.Input((3,))
+    functional = keras.Model(inputs, keras.layers.Dense(2)(inputs))
+    sequential = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+
+    class Subclassed(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.dense = keras.layers.Dense(2)
+
+        def call(self, inputs):
+            return self.dense(inputs)
+
+    subclassed = Subclassed()
+    subclassed(np.zeros((1, 3), "float32"))
+    for model in (functional, sequential, subclassed):
+        (spec,) = input_signature(model)
+        spec = keras.tree.flatten(spec)[0]
+        assert tuple(spec.shape) == (None, 3)
