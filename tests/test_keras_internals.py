@@ -14,6 +14,7 @@ from keras_drop.layers._keras_internals import (
     called_on_its_own,
     functional_graph,
     graph_calls,
+    input_signature,
     replace_sublayer,
     sublayers,
     sublayers_in_order,
@@ -213,3 +214,24 @@ def test_replace_sublayer_swaps_a_tracked_layer_in_a_built_layer():
     object.__setattr__(block, "drop_path", lambda x: x)
     replace_sublayer(block, "drop_path", keras.layers.Dropout(0.1, name="d2"))
     assert "d2" in [layer.name for layer in sublayers(block)]
+
+
+def test_input_signature_describes_functional_sequential_and_subclassed():
+    inputs = keras.Input((3,))
+    functional = keras.Model(inputs, keras.layers.Dense(2)(inputs))
+    sequential = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+
+    class Subclassed(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.dense = keras.layers.Dense(2)
+
+        def call(self, inputs):
+            return self.dense(inputs)
+
+    subclassed = Subclassed()
+    subclassed(np.zeros((1, 3), "float32"))
+    for model in (functional, sequential, subclassed):
+        (spec,) = input_signature(model)
+        spec = keras.tree.flatten(spec)[0]
+        assert tuple(spec.shape) == (None, 3)
