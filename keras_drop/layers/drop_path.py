@@ -416,7 +416,9 @@ class StochasticDepthBlock(RateLayer):
             self._subset.batch_sizes.add(inputs.shape[0])
             return drop_ops.drop_path_subset(
                 inputs,
-                lambda subset: self.residual(subset, training=True),
+                # False in a Monte Carlo pass: BatchNorm in the branch stays
+                # at inference there, as in `_add_branch_if`.
+                lambda subset: self.residual(subset, training=bool(training)),
                 self._subset.rate,
                 shortcut=shortcut,
                 scale_by_keep=self.rescale_at == "training",
