@@ -40,6 +40,7 @@ from keras_drop.layers._keras_internals import (  # noqa: E402
     AddOperation,
     functional_graph,
     graph_calls,
+    held_attribute,
     sublayers,
 )
 
@@ -249,8 +250,8 @@ def residual_merges(model) -> str:
     blocks = [
         layer
         for layer in sublayers(model)
-        if isinstance(layer.__dict__.get("drop_path"), keras.layers.Layer)
-        or callable(layer.__dict__.get("drop_path"))
+        if isinstance(held_attribute(layer, "drop_path"), keras.layers.Layer)
+        or callable(held_attribute(layer, "drop_path"))
     ]
     return f"{len(blocks)} blocks with a drop path" if blocks else "0"
 
