@@ -217,7 +217,7 @@ def mobilenetv5():
         **convert_arch_def_to_stackwise(arch),
         stem_size=8,
         num_features=32,
-        msfa_output_resolution=2,
+        use_msfa=False,
         image_shape=(32, 32, 3),
         drop_path_rate=0.1,
     )
