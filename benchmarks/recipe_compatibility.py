@@ -40,6 +40,7 @@ from keras_drop.layers._keras_internals import (  # noqa: E402
     AddOperation,
     functional_graph,
     graph_calls,
+    held_attribute,
     sublayers,
 )
 
@@ -51,6 +52,7 @@ APPLICATIONS = [
     ("EfficientNetV2", "EfficientNetV2B0"),
     ("MobileNetV2", "MobileNetV2"),
     ("MobileNetV3", "MobileNetV3Small"),
+    ("ResNetRS", "ResNetRS50"),
     ("RegNetX", "RegNetX002"),
     ("RegNetY", "RegNetY002"),
     ("Xception", "Xception"),
@@ -183,6 +185,7 @@ def keras_hub_backbones():
                 hidden_dims=[16, 32],
             ),
         ),
+        ("MobileNetV5Backbone (drop_path_rate=0.1)", mobilenetv5),
         (
             "ViTBackbone",
             lambda: models.ViTBackbone(
@@ -195,6 +198,29 @@ def keras_hub_backbones():
             ),
         ),
     ]
+
+
+def mobilenetv5():
+    import keras_hub
+    from keras_hub.src.models.mobilenetv5.mobilenetv5_builder import (
+        convert_arch_def_to_stackwise,
+    )
+
+    # timm's block strings: an edge residual stage, two universal inverted
+    # residual stages, one with a multi-query attention block.
+    arch = [
+        ["er_r1_k3_s2_e4_c16"],
+        ["uir_r2_a3_k3_s2_e4_c24"],
+        ["uir_r1_a3_k3_s1_e4_c32", "mqa_r1_k3_h2_v1_s1_d16_c32"],
+    ]
+    return keras_hub.models.MobileNetV5Backbone(
+        **convert_arch_def_to_stackwise(arch),
+        stem_size=8,
+        num_features=32,
+        use_msfa=False,
+        image_shape=(32, 32, 3),
+        drop_path_rate=0.1,
+    )
 
 
 def application(name):
@@ -224,8 +250,8 @@ def residual_merges(model) -> str:
     blocks = [
         layer
         for layer in sublayers(model)
-        if isinstance(layer.__dict__.get("drop_path"), keras.layers.Layer)
-        or callable(layer.__dict__.get("drop_path"))
+        if isinstance(held_attribute(layer, "drop_path"), keras.layers.Layer)
+        or callable(held_attribute(layer, "drop_path"))
     ]
     return f"{len(blocks)} blocks with a drop path" if blocks else "0"
 
@@ -327,8 +353,11 @@ def main() -> None:
         "`add_dropblock` (every conv) | inference unchanged | returns |"
     )
     print("|---|---|---|---|---|---|")
+    absent = [name for _, name in APPLICATIONS if not hasattr(keras.applications, name)]
     rows = [
-        (f"{family} (`{name}`)", application(name)) for family, name in APPLICATIONS
+        (f"{family} (`{name}`)", application(name))
+        for family, name in APPLICATIONS
+        if name not in absent
     ]
     rows += [(f"keras-hub `{name}`", build) for name, build in keras_hub_backbones()]
     only = sys.argv[1:]
@@ -337,6 +366,8 @@ def main() -> None:
             continue
         print(row(name, build), flush=True)
         keras.backend.clear_session()
+    if absent and not only:
+        print(f"\nNot in keras.applications of Keras {keras.__version__}: {absent}")
 
 
 if __name__ == "__main__":

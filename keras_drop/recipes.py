@@ -46,6 +46,7 @@ from keras_drop.layers._keras_internals import (
     Functional,
     functional_graph,
     graph_calls,
+    held_attribute,
     replace_sublayer,
     sublayers,
     sublayers_in_order,
@@ -701,7 +702,7 @@ def _drop_path_hooks(model: keras.Model) -> list[tuple[Any, Any]]:
     tracks its layers, which is depth order for a stack of blocks."""
     hooks = []
     for layer in sublayers_in_order(model):
-        drop_path = layer.__dict__.get("drop_path")
+        drop_path = held_attribute(layer, "drop_path")
         if isinstance(drop_path, keras.layers.Layer) or isinstance(
             drop_path, types.FunctionType
         ):

@@ -14,6 +14,7 @@ from keras_drop.layers._keras_internals import (
     called_on_its_own,
     functional_graph,
     graph_calls,
+    held_attribute,
     input_signature,
     replace_sublayer,
     sublayers,
@@ -180,10 +181,14 @@ def test_add_operations_are_graph_nodes_of_one_class():
 
 
 class Block(keras.layers.Layer):
-    def __init__(self, **kwargs):
+    def __init__(self, plain_function=False, **kwargs):
         super().__init__(**kwargs)
         self.dense = keras.layers.Dense(2, name="dense")
-        self.drop_path = keras.layers.Identity(name="drop_path")
+        # keras-hub's MobileNetV5 blocks hold a plain function at rate 0.
+        if plain_function:
+            self.drop_path = lambda x: x
+        else:
+            self.drop_path = keras.layers.Identity(name="drop_path")
         self.out = keras.layers.Dense(2, name="out")
 
     def build(self, input_shape):
@@ -211,9 +216,12 @@ def test_replace_sublayer_swaps_a_tracked_layer_in_a_built_layer():
     ]
     assert [w.path for w in stack.weights] == weights
     # A plain function in place of a layer: the new layer is tracked too.
-    object.__setattr__(block, "drop_path", lambda x: x)
-    replace_sublayer(block, "drop_path", keras.layers.Dropout(0.1, name="d2"))
-    assert "d2" in [layer.name for layer in sublayers(block)]
+    plain = Block(name="plain", plain_function=True)
+    plain.build((None, 2))
+    assert held_attribute(plain, "drop_path")(1.0) == 1.0
+    replace_sublayer(plain, "drop_path", keras.layers.Dropout(0.1, name="d2"))
+    assert plain.drop_path.name == "d2"
+    assert [layer.name for layer in sublayers(plain)] == ["dense", "out", "d2"]
 
 
 def test_input_signature_describes_functional_sequential_and_subclassed():

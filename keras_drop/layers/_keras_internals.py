@@ -88,6 +88,7 @@ __all__ = [
     "called_on_its_own",
     "functional_graph",
     "graph_calls",
+    "held_attribute",
     "input_signature",
     "replace_sublayer",
     "sublayers",
@@ -166,7 +167,7 @@ def replace_sublayer(parent: Any, attribute: str, layer: Any) -> None:
     the layer (or plain function) it held, so `layer`'s state joins
     `parent`'s."""
     tracker = parent._tracker
-    old = parent.__dict__.get(attribute)
+    old = held_attribute(parent, attribute)
     if old is not None and tracker.is_in_store("layers", old):
         tracker.replace_tracked_value("layers", old, layer)
     else:
@@ -176,7 +177,21 @@ def replace_sublayer(parent: Any, attribute: str, layer: Any) -> None:
             tracker.add_to_store("layers", layer)
         finally:
             tracker.locked = locked
-    object.__setattr__(parent, attribute, layer)
+    modules = parent.__dict__.get("_modules")
+    if modules is not None:  # the torch backend: a layer is a torch Module
+        parent.__dict__.pop(attribute, None)
+        modules[attribute] = layer
+    else:
+        object.__setattr__(parent, attribute, layer)
+
+
+def held_attribute(layer: Any, attribute: str) -> Any:
+    """What `layer` holds as `attribute` (None if nothing), without running
+    a property: on the torch backend a layer is a `torch.nn.Module`, which
+    keeps its sublayers in `_modules` rather than in the instance dict."""
+    if attribute in layer.__dict__:
+        return layer.__dict__[attribute]
+    return layer.__dict__.get("_modules", {}).get(attribute)
 
 
 def input_signature(model: Any) -> list[Any]:
