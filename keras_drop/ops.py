@@ -9,6 +9,12 @@ call) or `None` (Keras' global generator; not usable under `jax.jit`).
 
 `rate` may be a Python float or a scalar tensor, so a layer can keep its rate
 in a variable that a compiled step reads on every call.
+
+The functions follow the README's feature table. `drop_block`'s mask (the
+gamma solve, the seed sampling, the dilation and the choice among their
+constructions per backend) lives in the private `keras_drop._block_mask`,
+with `_drop_block`, the body that `drop_block` and the DropBlock layers
+share.
 """
 
 from __future__ import annotations

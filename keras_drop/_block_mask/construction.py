@@ -78,8 +78,9 @@ def _mask_construction(
     `gamma_bound` (see `_block_drop_mask`). Ratios to
     `keras.layers.Dropout(0.1)` in the same process, DropBlock2D(0.1, 7) on
     (32, 56, 56, 64) float32, each construction forced, CPU (AMD EPYC, 2
-    cores, 2026-12-02), per-channel masks (shared-channel masks in
-    brackets):
+    cores, 2026-12-02; the TensorFlow column on host A of the README's
+    "TensorFlow on two host types", whose pooling is fast), per-channel
+    masks (shared-channel masks in brackets):
 
     | construction | JAX (jit) | TF (tf.function) | torch (eager) |
     |---|---|---|---|
@@ -94,18 +95,24 @@ def _mask_construction(
     - Dilation: max-pools on JAX (its cumsum is a slow reduce-window on
       CPU) and TensorFlow (whose cumsum is slow too); on torch the box
       filter, whose sparse form scatters the blocks' corners and needs
-      only prefix sums (torch's CPU max-pool is slow). An earlier 2-core
-      AMD EPYC ran TensorFlow's pooling kernels far slower (two float32
-      pools of (32, 62, 62, 64) in 107 ms, 9 ms here), and there the box
-      filter was faster for shared-channel masks (9.4 against 26.5 ms);
-      here the max-pools are, in every run (shared-channel layer in a
-      `tf.function`: 4.5 against 5.1 ms, Dropout 21 ms).
+      only prefix sums (torch's CPU max-pool is slow). Host B (AMD EPYC,
+      2 cores, AVX2 without AVX-512) runs TensorFlow's pooling kernels far
+      slower (two float32 pools of (32, 62, 62, 64) in 107 ms, 9 ms on
+      host A). Per channel, sparse + max_pool is the fastest there too
+      (2026-12-02, under load: 1.31 against 1.71, 3.40 and 5.30); for
+      shared-channel masks the box filter is (9.4 against 26.5 ms; 0.20
+      against 1.06 under load), while on host A the max-pools are, in
+      every run (shared-channel layer in a `tf.function`: 4.5 against 5.1
+      ms, Dropout 21 ms). No construction wins on both hosts there: the
+      max-pools stay.
 
     Under XLA (TensorFlow's `fit` default) every construction compiles;
-    sparse + max_pool took 28 ms there, dense + max_pool 47 ms (Keras'
-    Dropout: 2 s on CPU). Masks stay float32: pooling uint8 masks was
-    faster under plain `tf.function` on the earlier machine but took the
-    XLA-compiled step from 0.18 s to 5 s.
+    sparse + max_pool took 28 ms there on host A, dense + max_pool 47 ms
+    (Keras' Dropout: 2 s on CPU); on host B, under load, 938 against 2027
+    ms, and shared-channel max-pools 183 against 204 ms for the box
+    filter. Masks stay float32: pooling uint8 masks was faster under plain
+    `tf.function` on host B but took the XLA-compiled step from 0.18 s to
+    5 s.
 
     With a dynamic spatial size every backend samples densely and
     max-pools (the one construction written for dynamic sizes, always
