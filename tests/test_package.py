@@ -13,6 +13,7 @@ from pathlib import Path
 
 import keras
 import numpy as np
+import pytest
 from packaging.version import Version
 
 import keras_drop
@@ -150,11 +151,25 @@ def test_every_public_name_at_work(tmp_path):
     np.testing.assert_allclose(keras_drop.variance_shift(base, x)["bn1"], 1.0, 1e-3)
     used |= {"variance_shift", "recalibrate_batchnorm"}
 
+    samples = keras_drop.mc_predict(model, x, samples=2, seed=0)
+    assert samples.shape == (2, 8, 1) and np.isfinite(samples).all()
+    used.add("mc_predict")
+    if keras.backend.backend() == "torch":
+        with pytest.raises(NotImplementedError):
+            keras_drop.export_monte_carlo(model, tmp_path / "mc", samples=2)
+    else:
+        keras_drop.export_monte_carlo(model, tmp_path / "mc", samples=2)
+        assert (tmp_path / "mc" / "saved_model.pb").is_file()
+    used.add("export_monte_carlo")
+
     image = x[:2]
     ops_used = {
         "drop_block": drop_ops.drop_block(image, 0.1, 3, seed=0),
         "cutout": drop_ops.cutout(image, 3, seed=0),
         "drop_path": drop_ops.drop_path(image, 0.1, seed=0),
+        "drop_path_subset": drop_ops.drop_path_subset(
+            image, lambda kept: kept * 2.0, 0.5, seed=0
+        ),
         "stochastic_depth": drop_ops.stochastic_depth(image, image, 0.1, seed=0),
         "drop_connect": drop_ops.drop_connect(image, 0.1, seed=0),
         "uniform_dropout": drop_ops.uniform_dropout(image, 0.1, seed=0),
