@@ -36,12 +36,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import threading
 import time
 
-from _common import BACKENDS, machine, run_worker
+from _common import BACKENDS, machine, run_worker, step_rows
 
 STUDIES = ("skip", "scheduler", "overhead")
 
@@ -219,21 +218,8 @@ def bench_backend(study: str, blocks: int, channels: int, steps: int) -> list[di
     for _ in range(rounds):
         for name in models:
             fit(name, timed=True)
-    rows = []
-    for name, (_, _, timer) in models.items():
-        rows.append(
-            {
-                "backend": keras.backend.backend(),
-                "variant": name,
-                "step_ms": 1e3 * statistics.median(timer.times),
-                "steps": len(timer.times),
-                "peak_rss_mib": peaks[name],
-            }
-        )
-        print(f"{rows[-1]}", file=sys.stderr, flush=True)
-    for row in rows:
-        row["ratio"] = row["step_ms"] / rows[0]["step_ms"]
-    return rows
+    times = {name: timer.times for name, (_, _, timer) in models.items()}
+    return step_rows(times, peak_rss_mib=peaks)
 
 
 def main() -> None:

@@ -26,11 +26,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import time
 
-from _common import BACKENDS, machine, run_worker
+from _common import BACKENDS, machine, run_worker, step_rows
 from bench_fit import PeakRSS
 
 TOKENS, WIDTH, HIDDEN, HEADS, BATCH, RATE = 64, 128, 512, 4, 64, 0.4
@@ -138,22 +137,8 @@ def bench_backend(blocks: int, steps: int, rounds: int) -> list[dict]:
                 model.fit(x, y, batch_size=BATCH, verbose=0, callbacks=[timer])
             peaks[name] = max(peaks[name], rss.peak_mib)
             growth[name] = max(growth[name], rss.peak_mib - start)
-    rows = []
-    for name, (_, timer) in models.items():
-        rows.append(
-            {
-                "backend": keras.backend.backend(),
-                "variant": name,
-                "step_ms": 1e3 * statistics.median(timer.times),
-                "steps": len(timer.times),
-                "peak_rss_mib": peaks[name],
-                "step_rss_growth_mib": growth[name],
-            }
-        )
-        print(f"{rows[-1]}", file=sys.stderr, flush=True)
-    for row in rows:
-        row["ratio"] = row["step_ms"] / rows[0]["step_ms"]
-    return rows
+    times = {name: timer.times for name, (_, timer) in models.items()}
+    return step_rows(times, peak_rss_mib=peaks, step_rss_growth_mib=growth)
 
 
 def main() -> None:
