@@ -172,9 +172,11 @@ class PeakRSS:
                 return
 
 
-def bench_backend(study: str, blocks: int, channels: int, steps: int) -> list[dict]:
+def step_timer():
+    """A Keras callback that records each train step's seconds in `.times`
+    (built when called: the worker imports Keras after choosing the
+    backend)."""
     import keras
-    import numpy as np
 
     class StepTimes(keras.callbacks.Callback):
         def __init__(self):
@@ -187,6 +189,13 @@ def bench_backend(study: str, blocks: int, channels: int, steps: int) -> list[di
         def on_train_batch_end(self, batch, logs=None):
             float(logs["loss"])  # wait for the step itself
             self.times.append(time.perf_counter() - self._start)
+
+    return StepTimes()
+
+
+def bench_backend(study: str, blocks: int, channels: int, steps: int) -> list[dict]:
+    import keras
+    import numpy as np
 
     rounds = 3
     per_round = max(1, -(-steps // rounds))
@@ -201,7 +210,7 @@ def bench_backend(study: str, blocks: int, channels: int, steps: int) -> list[di
             keras.optimizers.SGD(0.01, momentum=0.9),
             keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         )
-        models[name] = (model, callbacks, StepTimes())
+        models[name] = (model, callbacks, step_timer())
     peaks = dict.fromkeys(models, 0.0)
 
     def fit(name, timed):

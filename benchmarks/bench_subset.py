@@ -30,7 +30,7 @@ import sys
 import time
 
 from _common import BACKENDS, machine, run_worker, step_rows
-from bench_fit import PeakRSS
+from bench_fit import PeakRSS, step_timer
 
 TOKENS, WIDTH, HIDDEN, HEADS, BATCH, RATE = 64, 128, 512, 4, 64, 0.4
 VARIANTS = (
@@ -98,18 +98,6 @@ def bench_backend(blocks: int, steps: int, rounds: int) -> list[dict]:
     import keras
     import numpy as np
 
-    class StepTimes(keras.callbacks.Callback):
-        def __init__(self):
-            super().__init__()
-            self.times = []
-
-        def on_train_batch_begin(self, batch, logs=None):
-            self._start = time.perf_counter()
-
-        def on_train_batch_end(self, batch, logs=None):
-            float(logs["loss"])  # wait for the step itself
-            self.times.append(time.perf_counter() - self._start)
-
     per_round = max(1, -(-steps // rounds))
     rng = np.random.default_rng(0)
     x = rng.normal(size=(BATCH * per_round, TOKENS, 48)).astype("float32")
@@ -124,7 +112,7 @@ def bench_backend(blocks: int, steps: int, rounds: int) -> list[dict]:
             keras.losses.SparseCategoricalCrossentropy(from_logits=True),
             jit_compile=jit_compile,
         )
-        models[name] = (model, StepTimes())
+        models[name] = (model, step_timer())
     peaks = dict.fromkeys(models, 0.0)
     growth = dict.fromkeys(models, 0.0)
 
