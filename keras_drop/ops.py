@@ -302,6 +302,15 @@ def drop_path_subset(
     the batch size. A branch with BatchNormalization normalizes over the
     k samples it sees.
 
+    A batch size that is a symbol (JAX's shape-polymorphic tracing, as in
+    `model.export` or `export_monte_carlo`, and Keras' shape inference for
+    a subclassed model) cannot size a slice: there the branch runs on all B
+    samples and the same k random samples keep its (scaled) output. The
+    outputs are those of the subset form, without the saving, as long as
+    the branch treats samples independently (BatchNormalization at
+    inference, as `export_monte_carlo` keeps it; in training mode it would
+    normalize over all B samples).
+
     Args:
         inputs: a float tensor of rank >= 1, batch first: the branch input.
         branch: a callable taking a batch of inputs (k samples) and
@@ -347,10 +356,14 @@ def drop_path_subset(
         return shortcut + branch(inputs)
     order = ops.argsort(keras.random.uniform((batch_size,), seed=seed))
     position = ops.argsort(order)  # the inverse permutation
-    residual = branch(ops.take(inputs, order[:k], axis=0))
+    symbolic = not isinstance(inputs.shape[0], (int, type(None)))
+    residual = branch(inputs if symbolic else ops.take(inputs, order[:k], axis=0))
     if scale_by_keep:
         scale = ops.cast(batch_size, "float32") / ops.cast(k, "float32")
         residual = residual * ops.cast(scale, residual.dtype)
+    if symbolic:
+        kept = ops.reshape(position < k, (-1,) + (1,) * (len(residual.shape) - 1))
+        return shortcut + ops.where(kept, residual, ops.zeros_like(residual))
     rest = (batch_size - k, *ops.shape(residual)[1:])
     padded = ops.concatenate([residual, ops.zeros(rest, residual.dtype)], axis=0)
     return shortcut + ops.take(padded, position, axis=0)

@@ -196,7 +196,7 @@ def sequential_model() -> keras.Sequential:
             keras.layers.Conv2D(4, 3, padding="same", activation="relu"),
             keras_drop.DropBlock2D(0.15, 3, seed=42),
             keras_drop.StochasticDepthBlock(
-                conv_bn(4), 0.4, rescale_at="training", seed=43
+                conv_bn(4), 0.4, mode="subset", rescale_at="training", seed=43
             ),
             keras_drop.DropPath(0.2, seed=44),
             keras_drop.UniformDropout(0.25, seed=45),

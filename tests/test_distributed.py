@@ -40,6 +40,9 @@ PER_SAMPLE = [
     "DropPath",
     "StochasticDepth(row)",
     "UniformDropout",
+    # k samples get the branch: k of each replica's batch (MirroredStrategy),
+    # k of the global batch (DataParallel).
+    "StochasticDepthBlock(subset)",
 ]
 # One draw per batch: a kernel mask, or a branch kept or skipped.
 PER_BATCH = ["StochasticDepth(batch)", "StochasticDepthBlock", "DropConnectDense"]
@@ -79,6 +82,12 @@ def probes() -> dict:
         ),
         "StochasticDepthBlock": (
             keras_drop.StochasticDepthBlock(every_layer.conv_bn(2), 0.5, seed=10),
+            images,
+        ),
+        "StochasticDepthBlock(subset)": (
+            keras_drop.StochasticDepthBlock(
+                every_layer.conv_bn(2), 0.5, mode="subset", seed=12
+            ),
             images,
         ),
         # Rows of the identity: the output is the dropped kernel itself.

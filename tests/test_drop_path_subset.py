@@ -254,6 +254,38 @@ def test_unknown_batch_size_gives_a_run_time_k():
         assert np.any(y != 0.0, axis=1).sum() == k_of(0.4, batch)
 
 
+@pytest.mark.backends(
+    "jax", reason="a batch size that is a symbol is JAX's shape polymorphism"
+)
+def test_symbolic_batch_size_keeps_the_branch_of_exactly_k_samples():
+    # jax.export with a polymorphic batch, as `model.export` and
+    # `export_monte_carlo` trace: no slice can have k rows there.
+    import jax
+
+    rate = 0.45
+    branch = keras.layers.Dense(WIDTH, kernel_initializer="glorot_normal")
+    block = StochasticDepthBlock(
+        branch, rate, mode="subset", rescale_at="training", seed=2
+    )
+    block.build((None, WIDTH))
+    spec = jax.ShapeDtypeStruct(jax.export.symbolic_shape(f"b, {WIDTH}"), "float32")
+    exported = jax.export.export(jax.jit(lambda x: block(x, training=True)))(spec)
+    for batch in (7, BATCH, 16):
+        x = np.random.default_rng(batch).normal(size=(batch, WIDTH)).astype("float32")
+        y = np.asarray(exported.call(x))
+        k = k_of(rate, batch)
+        selected = np.any(y != x, axis=1)
+        assert selected.sum() == k
+        np.testing.assert_array_equal(y[~selected], x[~selected])
+        residual = to_numpy(branch(x))
+        np.testing.assert_allclose(
+            y[selected],
+            x[selected] + batch / k * residual[selected],
+            rtol=1e-5,
+            atol=1e-6,
+        )
+
+
 def test_scheduled_rate_changes_k_in_the_compiled_step():
     rate = 0.6
     block = StochasticDepthBlock(ones_branch(), rate, mode="subset", seed=3)
