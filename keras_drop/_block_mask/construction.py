@@ -96,21 +96,22 @@ def _mask_construction(
       CPU) and TensorFlow (whose cumsum is slow too); on torch the box
       filter, whose sparse form scatters the blocks' corners and needs
       only prefix sums (torch's CPU max-pool is slow). Host B (AMD EPYC,
-      2 cores, AVX2 without AVX-512) runs TensorFlow's pooling kernels far
-      slower (two float32 pools of (32, 62, 62, 64) in 107 ms, 9 ms on
-      host A). Per channel, sparse + max_pool is the fastest there too
-      (2026-12-02, under load: 1.31 against 1.71, 3.40 and 5.30); for
-      shared-channel masks the box filter is (9.4 against 26.5 ms; 0.20
-      against 1.06 under load), while on host A the max-pools are, in
-      every run (shared-channel layer in a `tf.function`: 4.5 against 5.1
-      ms, Dropout 21 ms). No construction wins on both hosts there: the
-      max-pools stay.
+      2 cores, AVX2 without AVX-512) runs TensorFlow's pooling kernels
+      slower (two float32 pools of (32, 62, 62, 64) in 25 ms at rest, 107
+      ms in an earlier run; 9 ms on host A). Per channel, sparse + max_pool
+      is the fastest there too (2026-12-02 at rest: 1.28 against 1.73,
+      3.16 and 4.65); for shared-channel masks under plain `tf.function`
+      the box filter is (0.35 against 1.22 at rest), while on host A the
+      max-pools are, in every run (shared-channel layer in a `tf.function`:
+      4.5 against 5.1 ms, Dropout 21 ms), and so are they under XLA on
+      host B at rest (11.5 against 12.3 ms). No construction wins
+      everywhere: the max-pools stay.
 
     Under XLA (TensorFlow's `fit` default) every construction compiles;
     sparse + max_pool took 28 ms there on host A, dense + max_pool 47 ms
-    (Keras' Dropout: 2 s on CPU); on host B, under load, 938 against 2027
-    ms, and shared-channel max-pools 183 against 204 ms for the box
-    filter. Masks stay float32: pooling uint8 masks was faster under plain
+    (Keras' Dropout: 2 s on CPU); on host B at rest 53 against 105 ms,
+    and shared-channel max-pools 11.5 against 12.3 ms for the box filter.
+    Masks stay float32: pooling uint8 masks was faster under plain
     `tf.function` on host B but took the XLA-compiled step from 0.18 s to
     5 s.
 
