@@ -286,6 +286,26 @@ def test_symbolic_batch_size_keeps_the_branch_of_exactly_k_samples():
         )
 
 
+class AlwaysTraining(keras.Model):
+    """Calls its block in training mode, also when Keras infers shapes."""
+
+    def __init__(self, block, **kwargs):
+        super().__init__(**kwargs)
+        self.block = block
+
+    def call(self, inputs):
+        return self.block(inputs, training=True)
+
+
+def test_scheduler_runs_after_a_symbolic_shape_inference():
+    # JAX infers a subclassed model's shapes with a symbolic batch size;
+    # the scheduler must not ask that symbol for k.
+    model = AlwaysTraining(StochasticDepthBlock(ones_branch(), 0.5, mode="subset"))
+    model(keras.Input((WIDTH,)))
+    fit(model, 2, callbacks=[keras_drop.DropRateScheduler()])
+    assert to_numpy(model.block.rate) == pytest.approx(0.5)
+
+
 def test_scheduled_rate_changes_k_in_the_compiled_step():
     rate = 0.6
     block = StochasticDepthBlock(ones_branch(), rate, mode="subset", seed=3)

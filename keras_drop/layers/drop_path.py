@@ -413,7 +413,11 @@ class StochasticDepthBlock(RateLayer):
                 return shortcut + residual
             return shortcut + residual * ops.cast(1.0 - rate, residual.dtype)
         if self.mode == "subset":
-            self._subset.batch_sizes.add(inputs.shape[0])
+            batch_size = inputs.shape[0]
+            # A symbolic batch size (JAX shape inference or export) traces
+            # no train step that a new rate would have to retrace.
+            if isinstance(batch_size, (int, type(None))):
+                self._subset.batch_sizes.add(batch_size)
             return drop_ops.drop_path_subset(
                 inputs,
                 # False in a Monte Carlo pass: BatchNorm in the branch stays
