@@ -560,6 +560,31 @@ def _save(fig: Any, path: str) -> None:
     Image.open(buffer).convert("RGB").quantize(colors=256).save(path, optimize=True)
 
 
+def _train_all(
+    variants: Sequence[str],
+    seeds: Sequence[int],
+    train: Callable[[str, int], dict],
+    summary: Callable[[dict], str],
+    start: float,
+) -> dict[str, list[dict]]:
+    """`train(name, seed)` for every variant and seed, a progress line each
+    (its `summary` and the seconds since `start`); the results by variant."""
+    table = {name: [] for name in variants}
+    runs = [(name, seed) for name in variants for seed in seeds]
+    width = max(map(len, variants))
+    for count, (name, seed) in enumerate(runs, start=1):
+        print(
+            f"[{count:>2}/{len(runs)}] {name:<{width}} seed {seed} ", end="", flush=True
+        )
+        result = train(name, seed)
+        table[name].append(result)
+        print(
+            f" {summary(result)} ({time.perf_counter() - start:.0f}s)",
+            flush=True,
+        )
+    return table
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
@@ -604,19 +629,18 @@ def main(argv: list[str] | None = None) -> int:
         f"images; a residual CNN of 3 stages ({', '.join(map(str, FILTERS))} "
         f"filters); {epochs} epochs, Adam 2e-3, batch 32; seeds {list(seeds)}\n"
     )
-    table = {name: [] for name in VARIANTS}
-    runs = [(name, seed) for name in VARIANTS for seed in seeds]
-    for count, (name, seed) in enumerate(runs, start=1):
-        print(f"[{count:>2}/{len(runs)}] {name:<30} seed {seed} ", end="", flush=True)
-        result = run(
+    table = _train_all(
+        VARIANTS,
+        seeds,
+        lambda name, seed: run(
             VARIANTS[name], seed, epochs, callbacks=[_Progress()], occlusions=OCCLUSIONS
-        )
-        table[name].append(result)
-        print(
-            f" train {result['train']:.3f}, held-out {result['before']:.3f}, "
-            f"recalibrated {result['after']:.3f} ({time.perf_counter() - start:.0f}s)",
-            flush=True,
-        )
+        ),
+        lambda result: (
+            f"train {result['train']:.3f}, held-out {result['before']:.3f}, "
+            f"recalibrated {result['after']:.3f}"
+        ),
+        start,
+    )
     print_tables(table)
     print_occlusion(table, OCCLUSIONS)
     digits_seconds = time.perf_counter() - start
@@ -630,19 +654,19 @@ def main(argv: list[str] | None = None) -> int:
         f"s); a CNN of 3 Conv1D layers ({MNIST1D_FILTERS} filters, stride 2); "
         f"{epochs1d} epochs, Adam 1e-2, batch 100; seeds {list(seeds)}\n"
     )
-    table1d = {name: [] for name in MNIST1D_VARIANTS}
-    runs = [(name, seed) for name in MNIST1D_VARIANTS for seed in seeds]
-    for count, (name, seed) in enumerate(runs, start=1):
+
+    def train1d(name: str, seed: int) -> dict:
         build, scheduled = MNIST1D_VARIANTS[name]
         callbacks = [_Progress(), *([keras_drop.DropRateScheduler()] * scheduled)]
-        print(f"[{count:>2}/{len(runs)}] {name:<36} seed {seed} ", end="", flush=True)
-        result = run_mnist1d(build, seed, epochs1d, data, callbacks=callbacks)
-        table1d[name].append(result)
-        print(
-            f" train {result['train']:.3f}, test {result['test']:.3f} "
-            f"({time.perf_counter() - start:.0f}s)",
-            flush=True,
-        )
+        return run_mnist1d(build, seed, epochs1d, data, callbacks=callbacks)
+
+    table1d = _train_all(
+        MNIST1D_VARIANTS,
+        seeds,
+        train1d,
+        lambda result: f"train {result['train']:.3f}, test {result['test']:.3f}",
+        start,
+    )
     print_mnist1d(table1d)
     mnist1d_seconds = time.perf_counter() - start - digits_seconds
 
