@@ -240,22 +240,32 @@ class _Rewriter:
         if isinstance(layer, (Functional, keras.Sequential)):
             copy = self._rewrite(layer)
         elif isinstance(layer, keras.layers.Layer):
-            try:
-                copy = layer.__class__.from_config(layer.get_config())
-            except Exception as error:
-                raise ValueError(
-                    f"Could not copy layer '{layer.name}' of type "
-                    f"{type(layer).__name__} from its config: the rewrite "
-                    "rebuilds every layer with `from_config(get_config())`, "
-                    "as `keras.models.clone_model` does. Give the layer a "
-                    f"`get_config()` that covers its arguments. ({error})"
-                ) from error
+            copy = _copy_from_config(
+                layer,
+                "layer",
+                ": the rewrite rebuilds every layer with "
+                "`from_config(get_config())`, as `keras.models.clone_model` "
+                "does. Give the layer a `get_config()` that covers its "
+                "arguments.",
+            )
             self._weight_pairs.append((layer, copy))
         else:
             copy = layer  # a stateless operation, such as `keras.ops.add`
         self._copies[id(layer)] = copy
         self._originals[id(copy)] = layer
         return copy
+
+
+def _copy_from_config(layer: keras.layers.Layer, kind: str, why: str) -> Any:
+    """`layer` (a `kind`: "layer" or "model") rebuilt from its config; a
+    ValueError saying `why` the copy was needed where it cannot be."""
+    try:
+        return layer.__class__.from_config(layer.get_config())
+    except Exception as error:
+        raise ValueError(
+            f"Could not copy {kind} '{layer.name}' of type "
+            f"{type(layer).__name__} from its config{why} ({error})"
+        ) from error
 
 
 def _all_layers(model: keras.Model) -> list[Any]:
@@ -724,14 +734,9 @@ def _replace_drop_paths(
             "inference",
             rescale_at,
         )
-    try:
-        copy = model.__class__.from_config(model.get_config())
-    except Exception as error:
-        raise ValueError(
-            f"Could not copy model '{model.name}' of type "
-            f"{type(model).__name__} from its config, which replacing its "
-            f"blocks' drop paths needs. ({error})"
-        ) from error
+    copy = _copy_from_config(
+        model, "model", ", which replacing its blocks' drop paths needs."
+    )
     copy.set_weights(model.get_weights())
     if not model.trainable:
         copy.trainable = False
