@@ -64,15 +64,15 @@ def keras_hub_backbones():
     import keras_hub
 
     models = keras_hub.models
-    dinov2 = dict(
+    dinov3 = dict(
         patch_size=4,
         num_layers=4,
         hidden_dim=32,
         num_heads=2,
         intermediate_dim=64,
         image_shape=(32, 32, 3),
-        position_embedding_shape=(32, 32, 3),
     )
+    dinov2 = dict(dinov3, position_embedding_shape=(32, 32, 3))
     return [
         (
             "ResNetBackbone (ResNet-18 layout)",
@@ -151,14 +151,7 @@ def keras_hub_backbones():
         ),
         (
             "DINOV3Backbone",
-            lambda: models.DINOV3Backbone(
-                patch_size=4,
-                num_layers=4,
-                hidden_dim=32,
-                num_heads=2,
-                intermediate_dim=64,
-                image_shape=(32, 32, 3),
-            ),
+            lambda: models.DINOV3Backbone(**dinov3),
         ),
         (
             "SwinTransformerBackbone",
