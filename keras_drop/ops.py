@@ -256,6 +256,12 @@ def drop_path(
     return inputs * ops.cast(multiplier, inputs.dtype)
 
 
+def _is_symbolic(size: Any) -> bool:
+    """Whether a static dimension is a symbol (JAX's shape-polymorphic
+    tracing), neither an int nor unknown (`None`)."""
+    return not isinstance(size, (int, type(None)))
+
+
 def _subset_size(rate: float, batch_size: Any) -> Any:
     """k = max(1, floor((1 - rate) * batch_size)): the number of samples
     whose branch `drop_path_subset` runs.
@@ -356,7 +362,7 @@ def drop_path_subset(
         return shortcut + branch(inputs)
     order = ops.argsort(keras.random.uniform((batch_size,), seed=seed))
     position = ops.argsort(order)  # the inverse permutation
-    symbolic = not isinstance(inputs.shape[0], (int, type(None)))
+    symbolic = _is_symbolic(inputs.shape[0])
     residual = branch(inputs if symbolic else ops.take(inputs, order[:k], axis=0))
     if scale_by_keep:
         scale = ops.cast(batch_size, "float32") / ops.cast(k, "float32")

@@ -416,7 +416,7 @@ class StochasticDepthBlock(RateLayer):
             batch_size = inputs.shape[0]
             # A symbolic batch size (JAX shape inference or export) traces
             # no train step that a new rate would have to retrace.
-            if isinstance(batch_size, (int, type(None))):
+            if not drop_ops._is_symbolic(batch_size):
                 self._subset.batch_sizes.add(batch_size)
             return drop_ops.drop_path_subset(
                 inputs,
