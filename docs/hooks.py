@@ -6,6 +6,9 @@
   `keras_drop.__all__`, `keras_drop.ops.__all__` and
   `keras_drop.recipes.__all__`, read from the source with griffe, as
   mkdocstrings reads them.
+- The home page includes sections of README.md (`--8<-- "README.md:NAME"`)
+  whose links point into `docs/` from the checkout's root: the hook inserts
+  them with those links made relative to the site.
 - Each notebook in `notebooks/` becomes a page (`notebooks/NAME.md`) with
   its markdown, its code and the outputs it was saved with, pictures
   included, so the site shows the executed notebook without running it.
@@ -27,6 +30,8 @@ PACKAGE = "keras_drop"
 PUBLIC_MODULES = ("keras_drop", "keras_drop.ops", "keras_drop.recipes")
 DIRECTIVE = re.compile(r"^:::\s+(\S+)", re.MULTILINE)
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+README_LINK = re.compile(r"\]\(docs/")
+README_INCLUDE = re.compile(r'^--8<-- "README.md:(\w+)"$', re.MULTILINE)
 
 
 def _root(config) -> Path:
@@ -114,3 +119,20 @@ def on_files(files, config):
         for name, content in pictures.items():
             files.append(File.generated(config, f"notebooks/{name}", content=content))
     return files
+
+
+def readme_section(root: Path, name: str) -> str:
+    """The section NAME of README.md, its links into `docs/` made relative
+    to the site."""
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    start = f"<!-- --8<-- [start:{name}] -->"
+    end = f"<!-- --8<-- [end:{name}] -->"
+    section = readme.split(start, 1)[1].split(end, 1)[0]
+    return README_LINK.sub("](", section.strip("\n"))
+
+
+def on_page_markdown(markdown, page, config, files):
+    if page.file.src_uri != "index.md":
+        return markdown
+    root = _root(config)
+    return README_INCLUDE.sub(lambda m: readme_section(root, m[1]), markdown)
