@@ -18,10 +18,16 @@ tools. `test` runs, and fails if any fails:
   then the wheel installed (not editable) in a fresh virtualenv with
   `WHEEL_EXTRAS` and `WHEEL_TESTS` run against it from a directory outside
   the checkout on the `WHEEL_BACKEND`;
-- the docs: `mkdocs build --strict`.
+- the docs: `mkdocs build --strict`, and every Python code block of
+  README.md and docs/ run by pytest-codeblocks (TensorFlow backend, in a
+  scratch directory, so files the snippets write land there).
 
 The pytest runs go concurrently; the package and docs checks run while they
-do. A run narrowed by `--backend` or pytest options runs the suite only.
+do. Every minute each pytest run still going prints a line with its counts
+so far and the file it is in; each run's full log is printed when it ends.
+The temporary folder (logs, the wheel and its virtualenv, the docs site)
+is removed after a green run and kept, its path printed, after a red one.
+A run narrowed by `--backend` or pytest options runs the suite only.
 """
 
 from __future__ import annotations
@@ -30,10 +36,12 @@ import argparse
 import glob
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import xml.etree.ElementTree as ET
 import zipfile
@@ -58,6 +66,10 @@ WHEEL_TESTS = ("tests/test_package.py", "tests/test_properties.py")
 # besides those the extras bring (keras, numpy, absl-py, packaging, rich).
 NO_DEPS = ("keras-hub==0.32.0", "regex>=2024.1", "tokenizers>=0.20")
 LINTED = ("keras_drop", "tests", "benchmarks", "notebooks", "docs", "tasks.py")
+# The code blocks of these Markdown files run as tests (pytest-codeblocks).
+DOCS_CODE = ("README.md", "docs")
+DOCS_CODE_BACKEND = "tensorflow"
+PROGRESS_SECONDS = 60
 
 
 def venv_python(venv: Path = VENV) -> Path:
@@ -90,7 +102,13 @@ def ensure_venv() -> Path:
 
 def run_demo(args: list[str]) -> int:
     python = ensure_venv()
-    return subprocess.call([str(python), "-m", "keras_drop.demo", *args], cwd=ROOT)
+    # TensorFlow's C++ start-up notices (oneDNN, CPU features) are not the
+    # demo's output; its errors still show.
+    env = {**os.environ}
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    return subprocess.call(
+        [str(python), "-m", "keras_drop.demo", *args], cwd=ROOT, env=env
+    )
 
 
 def run_docs(serve: bool) -> int:
@@ -283,6 +301,55 @@ def start_pytest(
     return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log, stderr=log)
 
 
+# A line of pytest's progress output: an optional file name, then one
+# character per test outcome, then an optional percentage.
+_PROGRESS_LINE = re.compile(
+    r"^(?:(?P<file>\S+\.(?:py|md)) )?(?P<outcomes>[.sFExX]+)\s*(?:\[\s*\d+%\])?$"
+)
+
+
+def progress(log: Path) -> str:
+    """Counts so far and the current file, read from a pytest log."""
+    counts = {".": 0, "F": 0, "E": 0, "s": 0, "x": 0, "X": 0}
+    current = "collecting"
+    if log.exists():
+        for line in log.read_text(errors="replace").splitlines():
+            match = _PROGRESS_LINE.match(line.strip())
+            if match is None:
+                continue
+            current = match["file"] or current
+            for outcome in match["outcomes"]:
+                counts[outcome] += 1
+    return (
+        f"{counts['.'] + counts['X']} passed, {counts['F'] + counts['E']} failed, "
+        f"{counts['s'] + counts['x']} skipped so far ({current})"
+    )
+
+
+def report_progress(
+    runs: dict[str, subprocess.Popen], tmp: Path, start: float, done: threading.Event
+) -> None:
+    """Every PROGRESS_SECONDS, a line per pytest run still going."""
+    while not done.wait(PROGRESS_SECONDS):
+        elapsed = time.monotonic() - start
+        for name, proc in list(runs.items()):
+            if proc.poll() is None:
+                print(
+                    f"[{name} {elapsed / 60:.0f} min] {progress(tmp / f'{name}.log')}",
+                    flush=True,
+                )
+
+
+def start_docs_code(python: Path, tmp: Path) -> subprocess.Popen:
+    """The code blocks of README.md and docs/ as tests, run in a scratch
+    directory (snippets save models and export artifacts there)."""
+    workdir = tmp / "docs-code"
+    workdir.mkdir()
+    args = ["-c", str(ROOT / "pyproject.toml"), "--rootdir", str(ROOT), "--codeblocks"]
+    args += [str(ROOT / path) for path in DOCS_CODE]
+    return start_pytest(python, "docs-code", DOCS_CODE_BACKEND, args, tmp, cwd=workdir)
+
+
 def run_tests(backends: list[str], pytest_args: list[str], release: bool) -> int:
     """The pytest runs, concurrently, and with `release` the lint, package
     and docs checks meanwhile; every log is printed at the end."""
@@ -299,7 +366,12 @@ def run_tests(backends: list[str], pytest_args: list[str], release: bool) -> int
     }
 
     runs = dict(procs)
+    done = threading.Event()
+    threading.Thread(
+        target=report_progress, args=(runs, tmp, start, done), daemon=True
+    ).start()
     if release:
+        runs["docs-code"] = start_docs_code(python, tmp)
         package, wheel = build_wheel(python, tmp)
         checks.append(package)
         if wheel is not None:
@@ -309,10 +381,19 @@ def run_tests(backends: list[str], pytest_args: list[str], release: bool) -> int
         checks.append(docs(python, tmp))
 
     results = {}
-    for name, proc in runs.items():
-        code = proc.wait()
+    pending = dict(runs)
+    while pending:
+        finished = [name for name, proc in pending.items() if proc.poll() is not None]
+        if not finished:
+            time.sleep(1)
+            continue
+        name = finished[0]
+        code = pending.pop(name).returncode
         elapsed = time.monotonic() - start
-        label = f"{WHEEL_BACKEND}, installed wheel" if name == "wheel" else name
+        label = {
+            "wheel": f"{WHEEL_BACKEND}, installed wheel",
+            "docs-code": f"{DOCS_CODE_BACKEND}, code blocks of {', '.join(DOCS_CODE)}",
+        }.get(name, name)
         print(
             f"\n{'=' * 30} KERAS_BACKEND={label} (exit {code}, "
             f"{elapsed:.0f}s) {'=' * 30}",
@@ -349,6 +430,12 @@ def run_tests(backends: list[str], pytest_args: list[str], release: bool) -> int
     if failed_runs:
         print(f"FAILED: {', '.join(failed_runs)}")
         failed = max(failed, 1)
+    done.set()
+    if failed_runs:
+        print(f"Logs and artifacts kept in {tmp}")
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
+        print(f"Removed the temporary folder {tmp}")
     print(f"time: {time.monotonic() - start:.0f}s")
     print(f"total: {passed} passed, {failed} failed, {skipped} skipped")
     return 1 if failed_runs else 0
