@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import logging
 import os
 import statistics
 import sys
@@ -616,6 +617,9 @@ def main(argv: list[str] | None = None) -> int:
     import matplotlib
 
     matplotlib.use("Agg")
+    # TensorFlow's Python warnings (a `tf.function` retraced for each new
+    # model) would land inside the progress lines; errors still show.
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
     epochs = args.epochs or (1 if args.quick else EPOCHS)
     epochs1d = args.mnist1d_epochs or (1 if args.quick else MNIST1D_EPOCHS)
     seeds = SEEDS[:1] if args.quick else SEEDS
