@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 import math
 import numbers
+import weakref
 from collections.abc import Callable
 
 import keras
@@ -89,6 +90,11 @@ class DropRateScheduler(keras.callbacks.Callback):
     starts at, as `keras.callbacks.LearningRateScheduler` does: pass
     `initial_epoch` to go on with the first `fit`'s ramp.
 
+    One scheduler per `fit`: each sets the rate of every keras_drop layer
+    of the model, so a second one would overwrite the first's rates from
+    step to step. `fit` with two raises a `ValueError` before its first
+    step; to combine schedules, pass one callable (`lambda p: f(p) * g(p)`).
+
     The scheduled rate is applied state, not configuration: `get_config()`
     and a saved model keep the configured rate, and when `fit` returns (or
     stops on a bad schedule value) every layer is set back to its configured
@@ -140,6 +146,12 @@ class DropRateScheduler(keras.callbacks.Callback):
           https://arxiv.org/abs/1810.12890)
     """
 
+    # Every scheduler, to find two in one `fit`: Keras gives the callbacks of
+    # a `fit` one `params` dict, a new one per `fit`, so a scheduler that
+    # shares this one's is in the same `fit`, and a `fit` that failed before
+    # `on_train_end` leaves nothing behind that a later `fit` could trip on.
+    _instances: weakref.WeakSet[DropRateScheduler] = weakref.WeakSet()
+
     def __init__(
         self,
         schedule: Callable[[float], float] | None = None,
@@ -161,10 +173,12 @@ class DropRateScheduler(keras.callbacks.Callback):
         self.verbose = int(verbose)
         self.factor: float | None = None
         self._layers: list[ScheduledStrength] = []
+        DropRateScheduler._instances.add(self)
 
     # Fit-level bookkeeping -------------------------------------------------
 
     def on_train_begin(self, logs=None):
+        self._check_alone()
         self._layers = [
             layer
             for layer in sublayers(self.model)
@@ -214,6 +228,22 @@ class DropRateScheduler(keras.callbacks.Callback):
             layer._set_current_strength(layer._get_strength())
         self._retrace_if_shapes_changed()
         self._layers = []
+
+    def _check_alone(self) -> None:
+        others = [
+            other
+            for other in DropRateScheduler._instances
+            if other is not self and self.params and other.params is self.params
+        ]
+        if others:
+            raise ValueError(
+                f"`fit` received {len(others) + 1} DropRateScheduler "
+                "callbacks. Each sets the rate of every keras_drop layer of "
+                f"the model '{self.model.name}', so they would overwrite each "
+                "other's rates from step to step. Pass one DropRateScheduler "
+                "per `fit`; to combine schedules, give it one callable, such "
+                "as `DropRateScheduler(lambda p: f(p) * g(p))`."
+            )
 
     # The schedule -----------------------------------------------------------
 

@@ -430,6 +430,34 @@ def test_bad_arguments_name_the_argument(kwargs, match):
         keras_drop.DropRateScheduler(**kwargs)
 
 
+def test_two_schedulers_in_one_fit_are_an_error_before_the_first_step():
+    layer = keras_drop.DropPath(RATE, seed=1)
+    model = _drop_path_model(layer)
+    first = keras_drop.DropRateScheduler()
+    second = keras_drop.DropRateScheduler(lambda p: 1.0)
+    probe = RateProbe([layer])
+    with pytest.raises(ValueError, match=r"2 DropRateScheduler.*one callable"):
+        _fit(model, [first, second, probe], steps=2)
+    assert probe.seen == []
+    assert _current_rate(layer) == pytest.approx(RATE)
+    # Nothing of that fit is left: each alone runs its own schedule.
+    _fit(model, [second, probe], steps=2)
+    assert [seen[layer.name] for seen in probe.seen] == pytest.approx([RATE] * 2)
+
+
+def test_a_scheduler_runs_again_after_a_fit_that_crashed():
+    layer = keras_drop.DropPath(RATE, seed=1)
+    model = _drop_path_model(layer)
+    scheduler = keras_drop.DropRateScheduler()
+    with pytest.raises(Preempted):
+        _fit(model, [scheduler, Preempt(1)], steps=2)
+    # No `on_train_end` ran; a new scheduler, then the same one, fit alone.
+    for again in (keras_drop.DropRateScheduler(), scheduler):
+        probe = RateProbe([layer])
+        _fit(model, [again, probe], steps=2)
+        assert [seen[layer.name] for seen in probe.seen] == pytest.approx([0, RATE])
+
+
 def test_a_model_without_keras_drop_layers_is_an_error():
     inputs = keras.Input((4,))
     model = keras.Model(inputs, keras.layers.Dropout(0.5)(Ones()(inputs)))
