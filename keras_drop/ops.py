@@ -277,6 +277,25 @@ def _subset_size(rate: float, batch_size: Any) -> Any:
     return ops.maximum(ops.cast(kept, "int32"), 1)
 
 
+def _run_branch(branch: Callable[[Any], Any], subset: Any, batch_size: Any) -> Any:
+    """`branch(subset)`, checked to return one row per sample of `subset`
+    where both counts are known when traced: other rows would be padded
+    and gathered into the wrong samples (or NaN ones), or broadcast."""
+    outputs = branch(subset)
+    rows = subset.shape[0]
+    shape = getattr(outputs, "shape", None)
+    shape = None if shape is None else tuple(shape)
+    known = shape and isinstance(rows, int) and isinstance(shape[0], int)
+    if not shape or (known and shape[0] != rows):
+        raise ValueError(
+            "The `branch` of `drop_path_subset` must return one row per "
+            f"sample it is given ({rows} of the batch's {batch_size} here). "
+            f"Received: branch output shape={shape} for branch input "
+            f"shape={tuple(subset.shape)}"
+        )
+    return outputs
+
+
 def drop_path_subset(
     inputs: Any,
     branch: Callable[[Any], Any],
@@ -320,7 +339,9 @@ def drop_path_subset(
     Args:
         inputs: a float tensor of rank >= 1, batch first: the branch input.
         branch: a callable taking a batch of inputs (k samples) and
-            returning a batch of k outputs of the shortcut's sample shape.
+            returning a batch of k outputs of the shortcut's sample shape;
+            another number of rows raises a `ValueError` (where both
+            counts are known when traced).
         rate: probability that a sample skips the branch, a Python float in
             [0, 1): k is a shape, so it cannot come from a tensor.
         shortcut: the tensor each sample's branch output is added to, B
@@ -359,11 +380,12 @@ def drop_path_subset(
         batch_size = ops.shape(inputs)[0]
     k = _subset_size(rate, batch_size)
     if isinstance(k, int) and k == batch_size:
-        return shortcut + branch(inputs)
+        return shortcut + _run_branch(branch, inputs, batch_size)
     order = ops.argsort(keras.random.uniform((batch_size,), seed=seed))
     position = ops.argsort(order)  # the inverse permutation
     symbolic = _is_symbolic(inputs.shape[0])
-    residual = branch(inputs if symbolic else ops.take(inputs, order[:k], axis=0))
+    subset = inputs if symbolic else ops.take(inputs, order[:k], axis=0)
+    residual = _run_branch(branch, subset, batch_size)
     if scale_by_keep:
         scale = ops.cast(batch_size, "float32") / ops.cast(k, "float32")
         residual = residual * ops.cast(scale, residual.dtype)

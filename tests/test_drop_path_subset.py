@@ -237,6 +237,25 @@ def test_functional_form_and_its_arguments():
         StochasticDepthBlock(ones_branch(), 0.5, mode="row")
 
 
+@pytest.mark.parametrize(
+    "rate, branch, rows",
+    [
+        (0.5, lambda s: s[:1], "(1, 4) for branch input shape=(5, 4)"),
+        (0.5, lambda s: ops.concatenate([s, s]), "(10, 4) for branch input shape=(5"),
+        (0.0, lambda s: s[:1], "(1, 4) for branch input shape=(10, 4)"),
+        (0.5, lambda s: ops.sum(s), "() for branch input shape=(5, 4)"),
+    ],
+    ids=["fewer", "more", "rate_zero", "scalar"],
+)
+def test_a_branch_returning_other_rows_is_an_error_naming_the_shapes(
+    rate, branch, rows
+):
+    x = np.ones((BATCH, WIDTH), "float32")
+    with pytest.raises(ValueError, match="one row per sample") as error:
+        keras_drop.ops.drop_path_subset(x, branch, rate, seed=1)
+    assert f"Received: branch output shape={rows}" in str(error.value)
+
+
 @pytest.mark.backends(
     "tensorflow", reason="only TensorFlow traces a step with an unknown batch size"
 )

@@ -315,7 +315,8 @@ class StochasticDepthBlock(RateLayer):
             mode or in inference mode.
 
     Input shape:
-        Any shape `residual` (and `shortcut`) accept.
+        Any shape of rank >= 1, batch first, that `residual` (and
+        `shortcut`) accept.
 
     Output shape:
         The residual branch's output shape.
@@ -382,6 +383,7 @@ class StochasticDepthBlock(RateLayer):
         self._subset = _SubsetState(self._strength)
 
     def build(self, input_shape):
+        _validation.check_min_rank(input_shape, 1, "StochasticDepthBlock")
         for layer in (self.residual, self.shortcut):
             if layer is not None and not layer.built:
                 layer.build(input_shape)
@@ -402,6 +404,7 @@ class StochasticDepthBlock(RateLayer):
         self.built = True
 
     def call(self, inputs, training=False):
+        _validation.check_min_rank(inputs.shape, 1, "StochasticDepthBlock")
         if self.shortcut is None:
             shortcut = inputs
         else:
