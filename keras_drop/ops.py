@@ -317,6 +317,13 @@ def drop_path_subset(
     branch costs k / B of its full-batch price, forward and backward: the
     subset form of DINOv2's `drop_add_residual_stochastic_depth`.
 
+    The realized drop rate, 1 - k / B, is `rate` only where (1 - rate) B is
+    a whole number: the floor rounds it up to a multiple of 1 / B, and
+    k >= 1 caps it at 1 - 1 / B, so a batch of 1 always runs the branch
+    (rate 0.2: B = 1 drops 0, B = 2 drops 0.5, B = 4 drops 0.25, B = 64
+    drops 0.203). `StochasticDepthBlock` tabulates it and warns where it
+    strays from `rate` by more than half of `rate`.
+
     The shapes are static (k is a Python int) and there is no conditional,
     so it compiles under XLA and `jax.jit`. The branch output goes back to
     its positions with gathers only: padded with zeros to B rows and taken
