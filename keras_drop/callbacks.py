@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 import math
 import numbers
+import weakref
 from collections.abc import Callable
 
 import keras
@@ -66,22 +67,33 @@ class DropRateScheduler(keras.callbacks.Callback):
     epoch `e` of `E` (`fit(epochs=E)`, epochs counted from 0) has
     `progress = e / (E - 1)` whatever `initial_epoch` is:
     `fit(epochs=4, initial_epoch=2)` runs epochs 2 and 3 at 0.667 and 1.
-    With `update_freq="step"`, the step `s` of `T = E * steps_per_epoch`
-    has `progress = s / (T - 1)`, where `s` is the number of updates the
-    model's optimizer has applied (`optimizer.iterations`, as for a
-    `keras.optimizers.schedules.LearningRateSchedule`). A `fit` with a
+    With `update_freq="step"`, batch `b` of epoch `e` is step
+    `s = e * steps_per_epoch + b` of `T = E * steps_per_epoch` and has
+    `progress = s / (T - 1)`: the step's position in the run, whether or
+    not the optimizer applied its update. (Not `optimizer.iterations`: the
+    `LossScaleOptimizer` of a `mixed_float16` model does not count the
+    steps it skips on overflowing gradients, and a ramp read from it would
+    end short of 1 and fall back at each epoch start.) A `fit` with a
     single update runs it at `progress = 1`. The default schedule is the
-    DropBlock paper's linear ramp, `factor = progress`: the keep probability
-    falls linearly from 1 to `1 - rate`.
+    DropBlock paper's linear ramp, `factor = progress`: the keep
+    probability falls linearly from 1 to `1 - rate`.
 
-    The position is read from state that a checkpoint saves and restores
-    (the epoch `fit` resumes at, the optimizer's step count), never from a
-    counter of this process, so a run preempted and resumed with
-    `keras.callbacks.BackupAndRestore` applies exactly the factors of the
-    uninterrupted run, after an epoch-level backup or a mid-epoch one
-    (`save_freq=N`; Keras then replays the interrupted epoch from its
-    first batch, and the step count goes on from the backup). A model that
-    continues with a second `fit` continues its step count too.
+    Progress is read from the epoch `fit` runs (which `initial_epoch` and
+    `keras.callbacks.BackupAndRestore` set, the latter from its checkpoint)
+    and the batch within it, never from a counter of this process, so a
+    run preempted and resumed with `BackupAndRestore` applies exactly the
+    factors of the uninterrupted run: after an epoch-level backup, and
+    after a mid-epoch one (`save_freq=N`), from which Keras restores the
+    weights and replays the interrupted epoch from its first batch, each
+    replayed batch at the factor of the same batch of the uninterrupted
+    run. A second `fit` of the same model starts its ramp at the epoch it
+    starts at, as `keras.callbacks.LearningRateScheduler` does: pass
+    `initial_epoch` to go on with the first `fit`'s ramp.
+
+    One scheduler per `fit`: each sets the rate of every keras_drop layer
+    of the model, so a second one would overwrite the first's rates from
+    step to step. `fit` with two raises a `ValueError` before its first
+    step; to combine schedules, pass one callable (`lambda p: f(p) * g(p)`).
 
     The scheduled rate is applied state, not configuration: `get_config()`
     and a saved model keep the configured rate, and when `fit` returns (or
@@ -134,6 +146,12 @@ class DropRateScheduler(keras.callbacks.Callback):
           https://arxiv.org/abs/1810.12890)
     """
 
+    # Every scheduler, to find two in one `fit`: Keras gives the callbacks of
+    # a `fit` one `params` dict, a new one per `fit`, so a scheduler that
+    # shares this one's is in the same `fit`, and a `fit` that failed before
+    # `on_train_end` leaves nothing behind that a later `fit` could trip on.
+    _instances: weakref.WeakSet[DropRateScheduler] = weakref.WeakSet()
+
     def __init__(
         self,
         schedule: Callable[[float], float] | None = None,
@@ -155,10 +173,12 @@ class DropRateScheduler(keras.callbacks.Callback):
         self.verbose = int(verbose)
         self.factor: float | None = None
         self._layers: list[ScheduledStrength] = []
+        DropRateScheduler._instances.add(self)
 
     # Fit-level bookkeeping -------------------------------------------------
 
     def on_train_begin(self, logs=None):
+        self._check_alone()
         self._layers = [
             layer
             for layer in sublayers(self.model)
@@ -178,19 +198,12 @@ class DropRateScheduler(keras.callbacks.Callback):
                 "Pass `steps_per_epoch` to `fit`, or use update_freq='epoch'."
             )
         self._epoch = 0
-        self._epoch_start_step = 0
         self.factor = None
 
     def on_epoch_begin(self, epoch, logs=None):
         # `epoch` is absolute: `fit(initial_epoch=k)` and BackupAndRestore
-        # (whose `on_train_begin` has restored the optimizer by now) start
-        # at epoch k. Between epochs every backend's variables hold the
-        # optimizer's current step count (JAX's `fit` syncs them).
+        # (from its checkpoint) start at epoch k.
         self._epoch = epoch
-        if self.update_freq == "step":
-            self._epoch_start_step = int(
-                keras.ops.convert_to_numpy(self.model.optimizer.iterations)
-            )
         self._apply(self._progress(batch=0), sync=False)
         if self.verbose > 0:
             _print(
@@ -216,14 +229,32 @@ class DropRateScheduler(keras.callbacks.Callback):
         self._retrace_if_shapes_changed()
         self._layers = []
 
+    def _check_alone(self) -> None:
+        others = [
+            other
+            for other in DropRateScheduler._instances
+            if other is not self and self.params and other.params is self.params
+        ]
+        if others:
+            raise ValueError(
+                f"`fit` received {len(others) + 1} DropRateScheduler "
+                "callbacks. Each sets the rate of every keras_drop layer of "
+                f"the model '{self.model.name}', so they would overwrite each "
+                "other's rates from step to step. Pass one DropRateScheduler "
+                "per `fit`; to combine schedules, give it one callable, such "
+                "as `DropRateScheduler(lambda p: f(p) * g(p))`."
+            )
+
     # The schedule -----------------------------------------------------------
 
     def _progress(self, batch: int) -> float:
         if self.update_freq == "epoch":
             index, total = self._epoch, self._epochs
         else:
-            # Every step of the epoch so far has applied one update.
-            index = self._epoch_start_step + batch
+            # The step's position in the run, counted whether or not the
+            # optimizer applied its update (a LossScaleOptimizer skips
+            # overflowing steps without counting them).
+            index = self._epoch * self._steps + batch
             total = self._epochs * self._steps
         if total <= 1:
             return 1.0

@@ -277,6 +277,25 @@ def _subset_size(rate: float, batch_size: Any) -> Any:
     return ops.maximum(ops.cast(kept, "int32"), 1)
 
 
+def _run_branch(branch: Callable[[Any], Any], subset: Any, batch_size: Any) -> Any:
+    """`branch(subset)`, checked to return one row per sample of `subset`
+    where both counts are known when traced: other rows would be padded
+    and gathered into the wrong samples (or NaN ones), or broadcast."""
+    outputs = branch(subset)
+    rows = subset.shape[0]
+    shape = getattr(outputs, "shape", None)
+    shape = None if shape is None else tuple(shape)
+    known = shape and isinstance(rows, int) and isinstance(shape[0], int)
+    if not shape or (known and shape[0] != rows):
+        raise ValueError(
+            "The `branch` of `drop_path_subset` must return one row per "
+            f"sample it is given ({rows} of the batch's {batch_size} here). "
+            f"Received: branch output shape={shape} for branch input "
+            f"shape={tuple(subset.shape)}"
+        )
+    return outputs
+
+
 def drop_path_subset(
     inputs: Any,
     branch: Callable[[Any], Any],
@@ -297,6 +316,13 @@ def drop_path_subset(
     (or `shortcut + k / B * branch(inputs)` without the scale), and the
     branch costs k / B of its full-batch price, forward and backward: the
     subset form of DINOv2's `drop_add_residual_stochastic_depth`.
+
+    The realized drop rate, 1 - k / B, is `rate` only where (1 - rate) B is
+    a whole number: the floor rounds it up to a multiple of 1 / B, and
+    k >= 1 caps it at 1 - 1 / B, so a batch of 1 always runs the branch
+    (rate 0.2: B = 1 drops 0, B = 2 drops 0.5, B = 4 drops 0.25, B = 64
+    drops 0.203). `StochasticDepthBlock` tabulates it and warns where it
+    strays from `rate` by more than half of `rate`.
 
     The shapes are static (k is a Python int) and there is no conditional,
     so it compiles under XLA and `jax.jit`. The branch output goes back to
@@ -320,7 +346,9 @@ def drop_path_subset(
     Args:
         inputs: a float tensor of rank >= 1, batch first: the branch input.
         branch: a callable taking a batch of inputs (k samples) and
-            returning a batch of k outputs of the shortcut's sample shape.
+            returning a batch of k outputs of the shortcut's sample shape;
+            another number of rows raises a `ValueError` (where both
+            counts are known when traced).
         rate: probability that a sample skips the branch, a Python float in
             [0, 1): k is a shape, so it cannot come from a tensor.
         shortcut: the tensor each sample's branch output is added to, B
@@ -359,11 +387,12 @@ def drop_path_subset(
         batch_size = ops.shape(inputs)[0]
     k = _subset_size(rate, batch_size)
     if isinstance(k, int) and k == batch_size:
-        return shortcut + branch(inputs)
+        return shortcut + _run_branch(branch, inputs, batch_size)
     order = ops.argsort(keras.random.uniform((batch_size,), seed=seed))
     position = ops.argsort(order)  # the inverse permutation
     symbolic = _is_symbolic(inputs.shape[0])
-    residual = branch(inputs if symbolic else ops.take(inputs, order[:k], axis=0))
+    subset = inputs if symbolic else ops.take(inputs, order[:k], axis=0)
+    residual = _run_branch(branch, subset, batch_size)
     if scale_by_keep:
         scale = ops.cast(batch_size, "float32") / ops.cast(k, "float32")
         residual = residual * ops.cast(scale, residual.dtype)

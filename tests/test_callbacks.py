@@ -5,6 +5,7 @@ the configured rate stays the config and comes back after `fit`."""
 import keras
 import numpy as np
 import pytest
+from keras import ops
 
 import keras_drop
 from tests.helpers import JIT_COMPILE, Ones, to_numpy, zero_fraction
@@ -125,6 +126,25 @@ def test_initial_epoch_is_a_position_in_the_whole_run():
     np.testing.assert_allclose(history["drop_rate_factor"], [2 / 3, 1.0])
 
 
+def test_a_second_fit_goes_on_with_the_ramp_from_its_initial_epoch():
+    layer = keras_drop.DropPath(RATE, seed=1)
+    model = _drop_path_model(layer)
+    probe = RateProbe([layer])
+    _fit(model, [keras_drop.DropRateScheduler(), probe], steps=2, epochs=2)
+    # Steps 2 and 3 of 4 go on where the first epoch ended; a `fit` that
+    # starts at epoch 0 starts the ramp again.
+    _fit(
+        model,
+        [keras_drop.DropRateScheduler(), probe],
+        steps=2,
+        epochs=2,
+        initial_epoch=1,
+    )
+    _fit(model, [keras_drop.DropRateScheduler(), probe], steps=2)
+    seen = [rates[layer.name] for rates in probe.seen]
+    np.testing.assert_allclose(seen, RATE * np.array([0, 1, 2, 3, 2, 3, 0, 3]) / 3)
+
+
 class Preempted(Exception):
     pass
 
@@ -144,8 +164,8 @@ class Preempt(keras.callbacks.Callback):
 
 
 class StepRates(keras.callbacks.Callback):
-    """The rate a layer applies in each step, by the optimizer's step count
-    (the update the step applies) and epoch."""
+    """The rate a layer applies in each step, with the optimizer's step
+    count (the update the step applies), the epoch and the batch."""
 
     def __init__(self, layer):
         super().__init__()
@@ -159,7 +179,7 @@ class StepRates(keras.callbacks.Callback):
         if keras.backend.backend() == "jax":
             self.model.jax_state_sync()
         step = int(to_numpy(self.model.optimizer.iterations))
-        self.seen.append((step, self.epoch, _current_rate(self.layer)))
+        self.seen.append((step, self.epoch, batch, _current_rate(self.layer)))
 
 
 def _resumable_fit(backup_dir, update_freq, *, preempt_after=None, save_freq=None):
@@ -192,15 +212,14 @@ def test_a_run_resumed_by_backup_and_restore_applies_the_uninterrupted_factors(
     tmp_path, update_freq, save_freq, preempt_after, resumed_at
 ):
     uninterrupted = _resumable_fit(None, update_freq)
-    assert [step for step, _, _ in uninterrupted] == list(range(12))
-    rate_at_step = {step: rate for step, _, rate in uninterrupted}
-    rate_in_epoch = {epoch: rate for _, epoch, rate in uninterrupted}
+    assert [step for step, _, _, _ in uninterrupted] == list(range(12))
+    rate_at = {(epoch, batch): rate for _, epoch, batch, rate in uninterrupted}
     if update_freq == "step":
-        np.testing.assert_allclose(
-            list(rate_at_step.values()), RATE * np.arange(12) / 11
-        )
+        np.testing.assert_allclose(list(rate_at.values()), RATE * np.arange(12) / 11)
     else:
-        np.testing.assert_allclose(list(rate_in_epoch.values()), [0, RATE / 2, RATE])
+        np.testing.assert_allclose(
+            list(rate_at.values()), np.repeat([0, RATE / 2, RATE], 4)
+        )
 
     # Killed after `preempt_after` steps, then a new model in a new fit.
     preempted = _resumable_fit(
@@ -209,15 +228,45 @@ def test_a_run_resumed_by_backup_and_restore_applies_the_uninterrupted_factors(
     resumed = _resumable_fit(tmp_path, update_freq, save_freq=save_freq)
     assert len(preempted) == preempt_after
     # The new fit restarts from the backup: the optimizer's step count and
-    # the epoch (whose batches Keras replays from the first).
-    assert resumed[0][:2] == resumed_at
-    for step, epoch, rate in preempted + resumed:
-        if update_freq == "epoch":
-            assert rate == rate_in_epoch[epoch]
-        else:
-            # The replayed batches of a mid-epoch backup are updates beyond
-            # the uninterrupted run's last: they keep its final rate.
-            assert rate == rate_at_step[min(step, 11)]
+    # the epoch, whose batches Keras replays from the first (after a
+    # mid-epoch backup, at the factors the uninterrupted run gave them).
+    assert resumed[0][:3] == (*resumed_at, 0)
+    assert [seen[1:3] for seen in resumed] == list(rate_at)[4 * resumed_at[1] :]
+    for _, epoch, batch, rate in preempted + resumed:
+        assert rate == rate_at[(epoch, batch)]
+
+
+class OverflowAt(keras.losses.Loss):
+    """A loss whose scaled float16 gradient overflows in the steps whose
+    targets are nonzero (there the LossScaleOptimizer skips the update),
+    and is zero in the others."""
+
+    def call(self, y_true, y_pred):
+        return ops.mean(ops.cast(y_pred, "float32")) * ops.mean(y_true)
+
+
+def test_steps_the_loss_scale_optimizer_skips_still_advance_the_ramp():
+    layer = keras_drop.DropPath(RATE, seed=1, dtype="mixed_float16")
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, layer(Ones(dtype="mixed_float16")(inputs)))
+    optimizer = keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(0.0))
+    model.compile(optimizer, loss=OverflowAt(), jit_compile=JIT_COMPILE)
+    probe = RateProbe([layer])
+    # Two epochs of 4 steps; the first two steps of each overflow.
+    y = np.zeros((4 * 8, 1), "float32")
+    y[: 2 * 8] = 1e4
+    model.fit(
+        np.ones((4 * 8, 4), "float32"),
+        y,
+        batch_size=8,
+        epochs=2,
+        shuffle=False,
+        verbose=0,
+        callbacks=[keras_drop.DropRateScheduler(), probe],
+    )
+    assert int(to_numpy(optimizer.iterations)) == 4  # 4 of 8 steps skipped
+    seen = [rates[layer.name] for rates in probe.seen]
+    np.testing.assert_allclose(seen, RATE * np.arange(8) / 7, rtol=1e-6)
 
 
 def test_steps_per_execution_changes_the_rate_once_per_execution():
@@ -379,6 +428,34 @@ def test_a_failed_fit_still_restores_the_configured_rate():
 def test_bad_arguments_name_the_argument(kwargs, match):
     with pytest.raises(ValueError, match=match):
         keras_drop.DropRateScheduler(**kwargs)
+
+
+def test_two_schedulers_in_one_fit_are_an_error_before_the_first_step():
+    layer = keras_drop.DropPath(RATE, seed=1)
+    model = _drop_path_model(layer)
+    first = keras_drop.DropRateScheduler()
+    second = keras_drop.DropRateScheduler(lambda p: 1.0)
+    probe = RateProbe([layer])
+    with pytest.raises(ValueError, match=r"2 DropRateScheduler.*one callable"):
+        _fit(model, [first, second, probe], steps=2)
+    assert probe.seen == []
+    assert _current_rate(layer) == pytest.approx(RATE)
+    # Nothing of that fit is left: each alone runs its own schedule.
+    _fit(model, [second, probe], steps=2)
+    assert [seen[layer.name] for seen in probe.seen] == pytest.approx([RATE] * 2)
+
+
+def test_a_scheduler_runs_again_after_a_fit_that_crashed():
+    layer = keras_drop.DropPath(RATE, seed=1)
+    model = _drop_path_model(layer)
+    scheduler = keras_drop.DropRateScheduler()
+    with pytest.raises(Preempted):
+        _fit(model, [scheduler, Preempt(1)], steps=2)
+    # No `on_train_end` ran; a new scheduler, then the same one, fit alone.
+    for again in (keras_drop.DropRateScheduler(), scheduler):
+        probe = RateProbe([layer])
+        _fit(model, [again, probe], steps=2)
+        assert [seen[layer.name] for seen in probe.seen] == pytest.approx([0, RATE])
 
 
 def test_a_model_without_keras_drop_layers_is_an_error():

@@ -554,6 +554,17 @@ def test_block_invalid_arguments_name_the_argument(kwargs, argument):
         StochasticDepthBlock(**arguments)
 
 
+@pytest.mark.parametrize("mode", ["batch", "subset"])
+def test_block_needs_a_batch_axis(mode):
+    block = StochasticDepthBlock(keras.layers.Identity(), 0.5, mode=mode)
+    message = r"`StochasticDepthBlock` must be of rank >= 1.*inputs.shape=\(\)"
+    with pytest.raises(ValueError, match=message):
+        block(ops.ones(()), training=True)
+    block(ops.ones((2, 3)), training=True)  # built: the call checks too
+    with pytest.raises(ValueError, match=message):
+        block(ops.ones(()), training=True)
+
+
 def test_block_shape_mismatch_names_both_shapes():
     block = StochasticDepthBlock(keras.layers.Dense(3))
     with pytest.raises(

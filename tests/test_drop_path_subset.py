@@ -2,6 +2,8 @@
 the branch runs on exactly k = max(1, floor((1 - rate) B)) samples, measured
 in compiled steps."""
 
+import warnings
+
 import keras
 import numpy as np
 import pytest
@@ -235,6 +237,50 @@ def test_functional_form_and_its_arguments():
         keras_drop.ops.drop_path_subset(x, None, 0.5)
     with pytest.raises(ValueError, match="`mode`.*'row'"):
         StochasticDepthBlock(ones_branch(), 0.5, mode="row")
+
+
+@pytest.mark.parametrize(
+    "rate, branch, rows",
+    [
+        (0.5, lambda s: s[:1], "(1, 4) for branch input shape=(5, 4)"),
+        (0.5, lambda s: ops.concatenate([s, s]), "(10, 4) for branch input shape=(5"),
+        (0.0, lambda s: s[:1], "(1, 4) for branch input shape=(10, 4)"),
+        (0.5, lambda s: ops.sum(s), "() for branch input shape=(5, 4)"),
+    ],
+    ids=["fewer", "more", "rate_zero", "scalar"],
+)
+def test_a_branch_returning_other_rows_is_an_error_naming_the_shapes(
+    rate, branch, rows
+):
+    x = np.ones((BATCH, WIDTH), "float32")
+    with pytest.raises(ValueError, match="one row per sample") as error:
+        keras_drop.ops.drop_path_subset(x, branch, rate, seed=1)
+    assert f"Received: branch output shape={rows}" in str(error.value)
+
+
+def _subset_warnings(batch, rate, *, calls=2, training=True):
+    """The small-batch warnings of `calls` calls of a subset block."""
+    block = StochasticDepthBlock(ones_branch(), rate, mode="subset", seed=1)
+    x = np.ones((batch, WIDTH), "float32")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(calls):
+            block(x, training=training)
+        model = keras.Sequential([keras.Input((WIDTH,)), block])
+        keras_drop.mc_predict(model, x, samples=2)
+    return [w for w in caught if "StochasticDepthBlock" in str(w.message)]
+
+
+def test_a_batch_that_skews_the_realized_rate_warns_once():
+    # B = 1 always runs the branch: a realized rate of 0 where rate=0.2.
+    (warning,) = _subset_warnings(1, 0.2)
+    assert warning.category is UserWarning
+    assert "= 1 of the B = 1 samples" in str(warning.message)
+    assert "a drop rate of 0 where rate=0.2" in str(warning.message)
+    # 1 - 51 / 64 = 0.203 is close to 0.2; inference and Monte Carlo
+    # passes (each sample at its own rate) do not warn.
+    assert _subset_warnings(64, 0.2) == []
+    assert _subset_warnings(1, 0.2, training=False) == []
 
 
 @pytest.mark.backends(

@@ -4,6 +4,7 @@ linear decay rule of Stochastic Depth."""
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import keras
@@ -11,7 +12,7 @@ from keras import ops
 
 from keras_drop import _validation
 from keras_drop import ops as drop_ops
-from keras_drop.layers._base import RateLayer
+from keras_drop.layers._base import RateLayer, in_monte_carlo_scope
 
 
 @keras.saving.register_keras_serializable(package="keras_drop")
@@ -273,9 +274,32 @@ class StochasticDepthBlock(RateLayer):
     With `rescale_at="training"` the expected training output is
     `shortcut(x) + residual(x)`, the multiply form's
     (`StochasticDepth(mode="row")`); with `"inference"` it is
-    `shortcut(x) + k / B * residual(x)`, k / B being 1 - rate rounded down
-    to a multiple of 1 / B. Unlike the multiply form, the number of kept
-    samples does not vary from step to step.
+    `shortcut(x) + k / B * residual(x)`. Unlike the multiply form, the
+    number of kept samples does not vary from step to step.
+
+    Small batches: the realized drop rate is 1 - k / B, not `rate`. The
+    floor rounds the rate up to the next multiple of 1 / B, and k >= 1
+    caps it at 1 - 1 / B, so a batch of 1 never drops (with
+    `rescale_at="inference"` it trains with the full branch and infers
+    with `1 - rate` of it). k and the realized drop rate, "k, 1 - k / B":
+
+    | B  | rate 0.1     | rate 0.2    | rate 0.5 |
+    |----|--------------|-------------|----------|
+    | 1  | 1, 0 (!)     | 1, 0 (!)    | 1, 0 (!) |
+    | 2  | 1, 0.5 (!)   | 1, 0.5 (!)  | 1, 0.5   |
+    | 4  | 3, 0.25 (!)  | 3, 0.25     | 2, 0.5   |
+    | 8  | 7, 0.125     | 6, 0.25     | 4, 0.5   |
+    | 32 | 28, 0.125    | 25, 0.219   | 16, 0.5  |
+
+    Where the realized rate differs from the configured `rate` by more
+    than half of it (marked (!); the configured rate, so the low rates of
+    a `DropRateScheduler` ramp do not count), the layer warns once, with
+    a `UserWarning`, at the first training call whose batch size is known
+    when it is traced (a batch size still `None` there, as in a
+    TensorFlow step traced for any batch, cannot be checked). A
+    `UserWarning` is how Keras itself flags a questionable setting, shown
+    once and silenced with `warnings.filterwarnings`. Monte Carlo passes
+    and inference never warn.
 
     - BatchNormalization inside the branch normalizes over, and updates
       its moving statistics from, the k selected samples only (a smaller
@@ -315,7 +339,8 @@ class StochasticDepthBlock(RateLayer):
             mode or in inference mode.
 
     Input shape:
-        Any shape `residual` (and `shortcut`) accept.
+        Any shape of rank >= 1, batch first, that `residual` (and
+        `shortcut`) accept.
 
     Output shape:
         The residual branch's output shape.
@@ -382,6 +407,7 @@ class StochasticDepthBlock(RateLayer):
         self._subset = _SubsetState(self._strength)
 
     def build(self, input_shape):
+        _validation.check_min_rank(input_shape, 1, "StochasticDepthBlock")
         for layer in (self.residual, self.shortcut):
             if layer is not None and not layer.built:
                 layer.build(input_shape)
@@ -402,6 +428,7 @@ class StochasticDepthBlock(RateLayer):
         self.built = True
 
     def call(self, inputs, training=False):
+        _validation.check_min_rank(inputs.shape, 1, "StochasticDepthBlock")
         if self.shortcut is None:
             shortcut = inputs
         else:
@@ -418,6 +445,7 @@ class StochasticDepthBlock(RateLayer):
             # no train step that a new rate would have to retrace.
             if not drop_ops._is_symbolic(batch_size):
                 self._subset.batch_sizes.add(batch_size)
+            self._warn_if_batch_skews_rate(batch_size, training)
             return drop_ops.drop_path_subset(
                 inputs,
                 # False in a Monte Carlo pass: BatchNorm in the branch stays
@@ -431,6 +459,31 @@ class StochasticDepthBlock(RateLayer):
         keep = keras.random.uniform((), seed=self.seed_generator) >= rate
         scale = 1.0 / (1.0 - rate) if self.rescale_at == "training" else None
         return self._add_branch_if(keep, inputs, shortcut, scale, training)
+
+    def _warn_if_batch_skews_rate(self, batch_size: Any, training: Any) -> None:
+        """Subset mode: warns once if a training batch of B samples, B known
+        when traced, drops 1 - k / B of them where that differs from the
+        configured rate by more than half of it (see the class docstring)."""
+        if self._subset.warned or not training or in_monte_carlo_scope():
+            return
+        if not isinstance(batch_size, int):
+            return
+        rate = self._get_strength()
+        k = drop_ops._subset_size(rate, batch_size)
+        realized = 1.0 - k / batch_size
+        if abs(realized - rate) <= rate / 2:
+            return
+        self._subset.warned = True
+        warnings.warn(
+            f"StochasticDepthBlock '{self.name}' (mode=\"subset\") runs its "
+            f"branch on k = max(1, floor((1 - rate) * B)) = {k} of the B = "
+            f"{batch_size} samples of a training batch: a drop rate of "
+            f"{realized:.3g} where rate={rate:g}. Train with a larger batch, "
+            'or use StochasticDepth(mode="row"), which drops each sample '
+            "with probability `rate` at any batch size.",
+            UserWarning,
+            stacklevel=2,
+        )
 
     def _add_branch_if(
         self, keep: Any, inputs: Any, shortcut: Any, scale: Any, training: Any
@@ -537,12 +590,14 @@ class _SubsetState:
     """A subset-mode block's Python-side rate bookkeeping (kept out of
     Layer's attribute tracking: it holds no variable)."""
 
-    __slots__ = ("batch_sizes", "rate", "stale")
+    __slots__ = ("batch_sizes", "rate", "stale", "warned")
 
     def __init__(self, rate: float):
         self.rate = rate
         self.batch_sizes: set[int | None] = set()
         self.stale = False
+        # Whether a small training batch has been warned about.
+        self.warned = False
 
     def apply(self, rate: float) -> None:
         """A batch size unknown when traced (a TensorFlow step) gives a
