@@ -26,17 +26,20 @@ stack). A nested model counts as many steps as its longest path.
 
 from __future__ import annotations
 
+import collections
 import logging
 import re
 import types
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import keras
 
 from keras_drop import _validation
 from keras_drop.layers import (
+    DropBlock1D,
     DropBlock2D,
+    DropBlock3D,
     DropPath,
     StochasticDepth,
     stochastic_depth_rates,
@@ -45,6 +48,7 @@ from keras_drop.layers._keras_internals import (
     AddOperation,
     Functional,
     functional_graph,
+    graph_call_inputs,
     graph_calls,
     held_attribute,
     replace_sublayer,
@@ -76,6 +80,8 @@ class _Dataflow:
         self._position: dict[int, int] = {}
         self._parents: dict[int, tuple[int, ...]] = {}
         self._length: dict[int, int] = {}
+        # id(tensor) -> the original operation that computed it.
+        self._operation: dict[int, Any] = {}
         # id(tensor) -> (original operation, its one input tensor), for
         # tensors computed from one tensor.
         self._producer: dict[int, tuple[Any, Any]] = {}
@@ -105,6 +111,7 @@ class _Dataflow:
             self._see(tensor)
             self._parents[id(tensor)] = parents
             self._length[id(tensor)] = length
+            self._operation[id(tensor)] = operation
             if len(inputs) == 1:
                 self._producer[id(tensor)] = (operation, inputs[0])
 
@@ -112,6 +119,20 @@ class _Dataflow:
         """`(original operation, input)` of the call that computed `tensor`
         from one tensor, or None."""
         return self._producer.get(id(tensor))
+
+    def upstream(self, *tensors: Any) -> Iterator[Any]:
+        """The original operations that computed `tensors` and the tensors
+        they are computed from, nearest first (breadth first)."""
+        queue = collections.deque(id(t) for t in tensors)
+        seen = set(queue)
+        while queue:
+            node = queue.popleft()
+            if node in self._operation:
+                yield self._operation[node]
+            for parent in self._parents.get(node, ()):
+                if parent not in seen:
+                    seen.add(parent)
+                    queue.append(parent)
 
     def _ancestors(self, tensor: Any) -> set[int]:
         """The ids of `tensor` and of every tensor it is computed from."""
@@ -347,6 +368,50 @@ def _dtype_next_to(layer: Any, flow: _Dataflow | None = None, tensor: Any = None
     return layer.compute_dtype
 
 
+def _merge_dtype(original: Any, flow: _Dataflow, addends: Sequence[Any]):
+    """The dtype policy of a merge that replaces the addition `original`:
+    the addition's own. An `Add` layer casts its inputs to its compute
+    dtype; an add operation computes in its inputs' promoted dtype (float32
+    when either is float32, as for a float32 model input plus a float16
+    branch under `mixed_float16`), which the neighbouring layer's policy
+    may not compute in."""
+    if isinstance(original, keras.layers.Layer):
+        return _dtype_next_to(original)
+    dtype = keras.backend.result_type(*(t.dtype for t in addends))
+    policy = _dtype_next_to(original, flow, addends[1])
+    compute = getattr(policy, "compute_dtype", policy)
+    return policy if keras.backend.standardize_dtype(compute) == dtype else dtype
+
+
+def _declared_data_format(layer: Any) -> str | None:
+    """The image data format `layer` declares: its `data_format`, or for a
+    `BatchNormalization` on rank 4 inputs, its axis (1: channels first, 3:
+    channels last)."""
+    data_format = getattr(layer, "data_format", None)
+    if data_format in ("channels_first", "channels_last"):
+        return data_format
+    if isinstance(layer, keras.layers.BatchNormalization):
+        ndim = getattr(layer.input_spec, "ndim", None)
+        if ndim == 4:
+            return {1: "channels_first", 3: "channels_last"}.get(layer.axis % 4)
+    return None
+
+
+def _data_format_next_to(
+    followed: Sequence[Any], flow: _Dataflow, tensors: Sequence[Any]
+) -> str:
+    """The data format of a layer inserted after `followed` (original
+    layers, the nearest first), on data computed from `tensors`: the first
+    that `followed` declare, else that of the nearest layer upstream of
+    `tensors` that declares one, else `keras.config.image_data_format()`."""
+    symbolic = [t for t in tensors if isinstance(t, keras.KerasTensor)]
+    for layer in (*followed, *flow.upstream(*symbolic)):
+        data_format = _declared_data_format(layer)
+        if data_format is not None:
+            return data_format
+    return keras.config.image_data_format()
+
+
 def _offset_seed(seed: int | None, offset: int) -> int | None:
     """The seed of the inserted layer number `offset`: `seed + offset`,
     wrapped into the range every backend accepts."""
@@ -394,10 +459,13 @@ class _StochasticDepthRewriter(_Rewriter):
         if pair is None:
             return layer(*args, **kwargs)
         shortcut, residual = pair
+        dtype = _merge_dtype(original, flow, pair)
         producer = flow.producer(residual)
         if replaced is None and producer is not None and _is_sample_drop(producer[0]):
             # The branch ends in a drop of its own: merge what it drops.
             replaced, residual = producer
+        if isinstance(replaced, StochasticDepth):
+            residual = self._keep_inference_scale(replaced, residual)
         if name is None:
             name = self.fresh_name(
                 f"{_merge_name(original, flow, pair[1])}_stochastic_depth"
@@ -409,11 +477,35 @@ class _StochasticDepthRewriter(_Rewriter):
             rescale_at=self.rescale_at,
             seed=_offset_seed(self.seed, len(self.inserted)),
             name=name,
-            dtype=_dtype_next_to(original, flow, pair[1]),
+            dtype=dtype,
         )
         self.inserted.append(block)
         self.replaces.append(replaced)
         return block([shortcut, residual])
+
+    def _keep_inference_scale(self, replaced: StochasticDepth, residual: Any) -> Any:
+        """`residual` as the merge `replaced` adds it at inference.
+
+        A merge with `rescale_at="inference"` adds `(1 - rate) * residual`
+        at inference, which the inference output of the new merge (a
+        plain sum with `rescale_at="training"`) would lose. That scale
+        becomes a fixed multiply of the branch, computed as `replaced`
+        computes it (`1 - rate` in float32, at the rate it applies now,
+        cast to its compute dtype), so the inference output is unchanged bit
+        for bit. The offset -0.0 adds nothing, the sign of a zero included.
+        """
+        if replaced.rescale_at != "inference":
+            return residual
+        scale = float(keras.ops.convert_to_numpy(1.0 - replaced._current_strength()))
+        if scale == 1.0:
+            return residual
+        rescaling = keras.layers.Rescaling(
+            scale,
+            offset=-0.0,
+            name=self.fresh_name(f"{replaced.name}_inference_scale"),
+            dtype=_dtype_next_to(replaced),
+        )
+        return rescaling(residual)
 
 
 def _stochastic_depth_inputs(args: tuple, kwargs: dict) -> list[Any] | None:
@@ -435,7 +527,15 @@ def _merge_name(original: Any, flow: _Dataflow, residual: Any) -> str:
     return original.name
 
 
+_DROPBLOCKS = (DropBlock1D, DropBlock2D, DropBlock3D)
+
+
 class _DropBlockRewriter(_Rewriter):
+    """Inserts `DropBlock2D` after the selected layers. A DropBlock already
+    where one goes (from an earlier `add_dropblock`: a notebook cell run
+    twice) is replaced, never stacked: two layers with one seed draw one
+    mask, and the kept units would be scaled twice."""
+
     def __init__(
         self,
         model,
@@ -449,20 +549,60 @@ class _DropBlockRewriter(_Rewriter):
         self.seed = seed
         self.dropblock_kwargs = dropblock_kwargs
         self.inserted: list[DropBlock2D] = []
+        # Per inserted layer: the original DropBlocks it replaces.
+        self.replaces: list[list[Any]] = []
+        # id(tensor of the new graph) -> index of the inserted DropBlock
+        # that computed it.
+        self._dropped: dict[int, int] = {}
+        self._after, self._alone = _dropblock_neighbours(model)
 
     def call_layer(self, layer, original, args, kwargs, flow):
+        if isinstance(original, _DROPBLOCKS) and args:
+            index = self._dropped.get(id(args[0]))
+            if index is not None:
+                # Right after an inserted DropBlock: one it replaces.
+                self.replaces[index].append(original)
+                return args[0]
         if not isinstance(original, keras.layers.Layer) or not self.select(original):
             return layer(*args, **kwargs)
+        if isinstance(original, _DROPBLOCKS):
+            # A selected DropBlock: a new one takes its place.
+            return self._drop(
+                original, args[0], "output", original.name, [original], flow, args
+            )
         addends = _two_addends(layer, args, kwargs)
         pair = None if addends is None else flow.shortcut_and_residual(*addends)
         if pair is not None:
-            shortcut = pair[0]
-            dropped = self._drop(original, shortcut, "shortcut", "shortcut input")
+            shortcut = source = pair[0]
+            replaced, producer = [], flow.producer(shortcut)
+            while producer is not None and isinstance(producer[0], _DROPBLOCKS):
+                replaced.append(producer[0])
+                source = producer[1]
+                producer = flow.producer(source)
+            # The replaced drops' name, where none of them stays in the model.
+            if replaced and all(id(d) in self._alone for d in replaced):
+                name = replaced[0].name
+            else:
+                name = self.fresh_name(f"{original.name}_shortcut_dropblock")
+            dropped = self._drop(
+                original, source, "shortcut input", name, replaced, flow, [source]
+            )
             return layer([dropped if t is shortcut else t for t in addends])
         outputs = layer(*args, **kwargs)
-        return self._drop(original, outputs, "", "output")
+        # An original DropBlock on this output is replaced when it is
+        # called (on the new one's output); the new one takes its name.
+        old = self._after.get(id(_first_output(original)))
+        if old is not None:
+            name = old.name
+        else:
+            name = self.fresh_name(f"{original.name}_dropblock")
+        return self._drop(original, outputs, "output", name, [], flow, args)
 
-    def _drop(self, original, tensor, infix: str, what: str):
+    def _drop(self, original, tensor, what, name, replaced, flow, sources):
+        """`tensor` (`original`'s `what`) through a new DropBlock2D called
+        `name`, which replaces the original DropBlocks `replaced`. Its data
+        format is that of `original` for its output, else of the nearest
+        layer upstream of `sources` that declares one."""
         if not isinstance(tensor, keras.KerasTensor) or len(tensor.shape) != 4:
             shape = tensor.shape if isinstance(tensor, keras.KerasTensor) else tensor
             raise ValueError(
@@ -470,16 +610,63 @@ class _DropBlockRewriter(_Rewriter):
                 f"feature map, but `where` selected layer '{original.name}', "
                 f"whose {what} is: {shape}"
             )
-        seed = _offset_seed(self.seed, len(self.inserted))
-        suffix = f"_{infix}_dropblock" if infix else "_dropblock"
         layer = DropBlock2D(
-            seed=seed,
-            name=self.fresh_name(f"{original.name}{suffix}"),
+            seed=_offset_seed(self.seed, len(self.inserted)),
+            name=name,
+            data_format=_data_format_next_to(
+                [original] if what == "output" else [],
+                flow,
+                keras.tree.flatten(sources),
+            ),
             dtype=_dtype_next_to(original),
             **self.dropblock_kwargs,
         )
         self.inserted.append(layer)
-        return layer(tensor)
+        self.replaces.append(list(replaced))
+        outputs = layer(tensor)
+        self._dropped[id(outputs)] = len(self.inserted) - 1
+        return outputs
+
+
+def _first_output(layer: Any) -> Any:
+    """The output of `layer`'s first call, or None for a nested model
+    (whose `output` is its own graph's, not the call's)."""
+    if isinstance(layer, keras.Model):
+        return None
+    return layer.output
+
+
+def _graphs(model: keras.Model) -> list[Any]:
+    """The functional graphs of `model` and of the models nested in it."""
+    graph = functional_graph(model)
+    if graph is None:
+        return []
+    found = [graph]
+    for operation, _ in graph_calls(graph):
+        if isinstance(operation, keras.Model):
+            found.extend(_graphs(operation))
+    return found
+
+
+def _dropblock_neighbours(model: keras.Model) -> tuple[dict[int, Any], set[int]]:
+    """For the DropBlock layers called once in `model` (nested models
+    included): `{id(input tensor): layer}`, and the ids of those whose
+    output feeds one call and is no model output, which leave the model
+    when bypassed."""
+    calls: collections.Counter = collections.Counter()
+    uses: collections.Counter = collections.Counter()
+    dropblocks = []
+    for graph in _graphs(model):
+        for operation, tensors in graph_call_inputs(graph):
+            calls[id(operation)] += 1
+            uses.update(id(t) for t in tensors)
+            if isinstance(operation, _DROPBLOCKS):
+                dropblocks.append(operation)
+        uses.update(id(t) for t in keras.tree.flatten(graph.outputs))
+    once = [d for d in dropblocks if calls[id(d)] == 1]
+    after = {id(d.input): d for d in once}
+    alone = {id(d) for d in once if uses[id(d.output)] == 1}
+    return after, alone
 
 
 def add_stochastic_depth(
@@ -511,7 +698,12 @@ def add_stochastic_depth(
     and keras-hub's), the `StochasticDepth` merges the branch before that
     drop, which leaves the model: it is replaced, at the decay rule's rate.
     A keras_drop `StochasticDepth` already in the model is replaced by a
-    new one under the same name, so a second call re-rates the blocks.
+    new one under the same name, so a second call re-rates the blocks. One
+    with `rescale_at="inference"` scaled its branch by (1 - rate) at
+    inference; that scale stays in the model as a fixed multiply of the
+    branch (a `keras.layers.Rescaling` named `<merge>_inference_scale`,
+    computed as the replaced layer computed it), so the inference output
+    is unchanged bit for bit.
 
     The shortcut is told from the residual by the structure of the graph:
     it is the input that is an ancestor of the other (an identity
@@ -552,6 +744,11 @@ def add_stochastic_depth(
     original's, bit for bit: fine-tuning a pretrained model starts from its
     accuracy. `rescale_at="inference"` (the paper) scales the branch by
     (1 - rate) at inference instead, which changes a trained model's output.
+    Each merge computes in the dtype of the addition it replaces: an `Add`
+    layer's dtype policy, or for an add operation its inputs' promoted
+    dtype (float32 for a float32 model input plus a float16 branch under
+    `mixed_float16`), so output dtypes are unchanged under mixed precision
+    too.
 
     The returned model holds copies of the original layers with the
     original weights (the original model is left untouched); nested
@@ -637,18 +834,31 @@ def add_stochastic_depth(
         if original is not None and id(rewriter.copy_of(original)) not in kept
     }
     inserted = [b.name for b in blocks if b.name not in replaced.values()]
-    _log_changes(model, inserted, replaced)
+    _log_changes(
+        "add_stochastic_depth",
+        model,
+        inserted,
+        replaced,
+        blocks=f"{len(inserted) + len(replaced)} residual blocks, ",
+    )
     return new_model
 
 
-def _log_changes(model: keras.Model, inserted: list[str], replaced: dict) -> None:
-    """Logs what `add_stochastic_depth` did; the record carries `inserted`
+def _log_changes(
+    function: str,
+    model: keras.Model,
+    inserted: list[str],
+    replaced: dict,
+    *,
+    blocks: str = "",
+) -> None:
+    """Logs what a recipe (`function`) did; the record carries `inserted`
     (names) and `replaced` ({replaced drop: what replaced it})."""
     logger.info(
-        "add_stochastic_depth on model '%s': %d residual blocks, %d drops "
-        "inserted %s, %d replaced %s",
+        "%s on model '%s': %s%d drops inserted %s, %d replaced %s",
+        function,
         model.name,
-        len(inserted) + len(replaced),
+        blocks,
         len(inserted),
         inserted,
         len(replaced),
@@ -759,7 +969,13 @@ def _replace_drop_paths(
             replaced[where] = drop_path.name
         else:
             inserted.append(where)
-    _log_changes(model, inserted, replaced)
+    _log_changes(
+        "add_stochastic_depth",
+        model,
+        inserted,
+        replaced,
+        blocks=f"{len(inserted) + len(replaced)} residual blocks, ",
+    )
     if model.compiled:
         copy.compile_from_config(model.get_compile_config())
     return copy
@@ -839,7 +1055,11 @@ def add_dropblock(
     `where` is a predicate called on every layer of the model (nested
     functional and Sequential models included, their layers too), or a list
     of layer names. A `DropBlock2D(rate, block_size)` is inserted on the
-    output of each selected layer, which must be a rank 4 feature map in
+    output of each selected layer, which must be a rank 4 feature map. It
+    takes the data format of the layer it follows: that layer's
+    `data_format`, or for a `BatchNormalization` its axis (1 is channels
+    first); else, for a layer that has neither (`ReLU`, `Add`), that of
+    the nearest layer upstream that has one; else
     `keras.config.image_data_format()`. A selected `Add` that merges a
     residual branch into its shortcut gets the DropBlock on its shortcut
     input instead, the skip connection, where the paper puts it (the
@@ -848,6 +1068,13 @@ def add_dropblock(
     block's output. An addition written `x + y` (keras.applications
     ConvNeXt's residuals) is an operation, not a layer, and is not offered
     to `where`: select the layers of the branch or after the merge.
+
+    Never two DropBlocks in one place: a DropBlock layer (1D, 2D or 3D)
+    right after a selected layer, or ending a selected `Add`'s shortcut,
+    is replaced by the new one under its name, so `add_dropblock` applied
+    again with the same `where` (a notebook cell run twice) gives the model
+    it gave once. What was inserted and replaced is logged at level INFO on
+    the `keras_drop.recipes` logger, as `add_stochastic_depth` logs it.
 
     `keras_drop.recipes.resnet50_groups_3_4` is the paper's ResNet-50
     placement (groups 3 and 4, after convolutions and on skip connections)
@@ -915,4 +1142,14 @@ def add_dropblock(
             "(input layers cannot be selected); it selected none",
             where,
         )
+    # A replaced DropBlock whose output feeds another layer too stays there.
+    kept = {id(layer) for layer in _all_layers(new_model)}
+    replaced = {
+        old.name: layer.name
+        for layer, olds in zip(rewriter.inserted, rewriter.replaces, strict=True)
+        for old in olds
+        if id(rewriter.copy_of(old)) not in kept
+    }
+    inserted = [d.name for d in rewriter.inserted if d.name not in replaced.values()]
+    _log_changes("add_dropblock", model, inserted, replaced)
     return new_model
