@@ -7,14 +7,16 @@ random configurations), each built with `weights=None` for 32 x 32 images
 
 - the residual merges the model has: two-input additions of equal shapes
   in its graph (`Add` layers and `x + y` operations; keras.applications'
-  MobileNetV3 adds constants, which are not counted), or the blocks holding
-  a drop-path sublayer (keras-hub transformers, where the additions are
-  inside the blocks' `call`);
+  MobileNetV3 adds constants, which are not counted), or else the blocks
+  holding a drop-path sublayer whose drop paths `add_stochastic_depth`
+  replaced (keras-hub transformers, where the additions are inside the
+  blocks' `call`, which no public Keras API lists);
 - `add_stochastic_depth(model, 0.2, seed=0)`: how many Stochastic Depth
   drops it inserted and how many of the model's own per-sample drops it
   replaced (read from the record it logs), or why it refused;
 - `add_dropblock(model, 0.1, 3, where=<every 2D convolution>, seed=0)`:
-  how many DropBlock2D layers it inserted, or why it refused;
+  how many DropBlock2D layers it inserted (read from the record it logs),
+  or why it refused;
 - whether both recipes leave the inference output bit-identical, and the
   class the recipes give back.
 
@@ -36,13 +38,6 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import keras_drop  # noqa: E402
-from keras_drop.layers._keras_internals import (  # noqa: E402
-    AddOperation,
-    functional_graph,
-    graph_calls,
-    held_attribute,
-    sublayers,
-)
 
 APPLICATIONS = [
     ("ResNet", "ResNet50"),
@@ -223,41 +218,28 @@ def application(name):
     )
 
 
-def residual_merges(model) -> str:
+def residual_merges(model) -> int:
     """Equal-shape two-input additions in the graph, nested models
-    included; else the blocks holding a drop path."""
+    included, each operation at its first call."""
     count = 0
-    stack = [model]
-    while stack:
-        graph = functional_graph(stack.pop())
-        for operation, argument in graph_calls(graph) if graph else []:
-            if isinstance(operation, keras.Model):
-                stack.append(operation)
-            node_args = _node_args(graph, operation, argument)
-            if len(node_args) == 2 and all(
-                isinstance(t, keras.KerasTensor) for t in node_args
-            ):
-                count += node_args[0].shape == node_args[1].shape
-    if count:
-        return str(count)
-    blocks = [
-        layer
-        for layer in sublayers(model)
-        if isinstance(held_attribute(layer, "drop_path"), keras.layers.Layer)
-        or callable(held_attribute(layer, "drop_path"))
-    ]
-    return f"{len(blocks)} blocks with a drop path" if blocks else "0"
+    for operation in getattr(model, "operations", model.layers):
+        if isinstance(operation, keras.Model):
+            count += residual_merges(operation)
+        elif is_addition(operation):
+            inputs = keras.tree.flatten(operation.input)
+            count += len(inputs) == 2 and inputs[0].shape == inputs[1].shape
+    return count
 
 
-def _node_args(graph, operation, argument):
-    if isinstance(operation, keras.layers.Add) and isinstance(argument, list):
-        return argument
-    if isinstance(operation, AddOperation) and not isinstance(
+def is_addition(operation) -> bool:
+    """An `Add` layer, or an add operation (`x + y`, `keras.ops.add`),
+    whose class Keras does not export: a graph node named `Add` that is
+    not a layer."""
+    if isinstance(operation, keras.layers.Add):
+        return True
+    return type(operation).__name__ == "Add" and not isinstance(
         operation, keras.layers.Layer
-    ):
-        for node in operation._inbound_nodes:
-            return list(node.arguments.args)
-    return []
+    )
 
 
 class Records(logging.Handler):
@@ -304,27 +286,26 @@ def row(name: str, build) -> str:
     logger = logging.getLogger("keras_drop.recipes")
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
-    unchanged, returned = [], set()
+    unchanged, returned, drop_paths = [], set(), 0
     try:
         new = keras_drop.add_stochastic_depth(model, 0.2, seed=0)
         record = handler.records[-1]
         sd = f"inserted {len(record.inserted)}, replaced {len(record.replaced)}"
+        # Without additions in the graph, these are blocks' drop paths.
+        drop_paths = len(record.inserted) + len(record.replaced)
         unchanged.append(new)
         returned.add(type(new).__name__)
     except ValueError as error:
         sd = refused(error)
-    finally:
-        logger.removeHandler(handler)
     try:
         new = keras_drop.add_dropblock(model, 0.1, 3, where=is_convolution, seed=0)
-        count = len(
-            [lay for lay in sublayers(new) if isinstance(lay, keras_drop.DropBlock2D)]
-        )
-        db = f"inserted {count}"
+        db = f"inserted {len(handler.records[-1].inserted)}"
         unchanged.append(new)
         returned.add(type(new).__name__)
     except ValueError as error:
         db = refused(error)
+    finally:
+        logger.removeHandler(handler)
     same = all(
         all(
             np.array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))
@@ -335,7 +316,9 @@ def row(name: str, build) -> str:
         for new in unchanged
     )
     same = ("yes" if same else "NO") if unchanged else "-"
-    merges = residual_merges(model)
+    merges = str(residual_merges(model))
+    if merges == "0" and drop_paths:
+        merges = f"{drop_paths} blocks with a drop path"
     classes = ", ".join(sorted(returned)) or "-"
     return f"| {name} | {merges} | {sd} | {db} | {same} | {classes} |"
 

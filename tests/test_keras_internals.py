@@ -13,6 +13,7 @@ from keras_drop.layers._keras_internals import (
     Functional,
     called_on_its_own,
     functional_graph,
+    graph_call_inputs,
     graph_calls,
     held_attribute,
     input_signature,
@@ -117,6 +118,11 @@ def test_graph_walk_finds_every_call_and_its_input_nested_models_included():
     assert [layer.name for layer, _ in calls] == ["first", "block", "add", "block"]
     assert calls[0][1] is inputs and calls[1][1] is x and calls[3][1] is not x
     assert [t is u for t, u in zip(calls[2][1], [x, y], strict=True)] == [True, True]
+    # Every tensor of a call, also the second argument of an operation.
+    difference = keras.Model(inputs, keras.ops.subtract(x, z))
+    operation, tensors = graph_call_inputs(difference)[-1]
+    assert type(operation).__name__ == "Subtract"
+    assert [t is u for t, u in zip(tensors, [x, z], strict=True)] == [True, True]
     # The nested graph's own calls take its own input, not the outer tensor.
     inner_calls = graph_calls(inner)
     assert [type(layer).__name__ for layer, _ in inner_calls] == [

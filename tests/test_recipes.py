@@ -275,6 +275,49 @@ def test_adds_that_are_not_residual_merges_are_left_alone():
     )
 
 
+def test_replacing_an_inference_rescaled_merge_keeps_inference_output(tmp_path):
+    original = small_resnet()
+    paper = add_stochastic_depth(original, 0.5, rescale_at="inference")
+    model = add_stochastic_depth(paper, 0.2, seed=0)
+    blocks = of_type(model, StochasticDepth)
+    assert [b.name for b in blocks] == [b.name for b in of_type(paper, StochasticDepth)]
+    assert [b.rate for b in blocks] == stochastic_depth_rates(4, 0.2)
+    assert {b.rescale_at for b in blocks} == {"training"}
+    # The paper's inference scale of each branch, (1 - 0.5 l / 4), is now a
+    # fixed multiply of the residual: the same arithmetic, the same bits.
+    x = small_images()
+    expected = bits(paper.predict(x, verbose=0))
+    np.testing.assert_array_equal(bits(model.predict(x, verbose=0)), expected)
+    path = str(tmp_path / "folded.keras")
+    model.save(path)
+    restored = keras.saving.load_model(path)
+    np.testing.assert_array_equal(bits(restored.predict(x, verbose=0)), expected)
+    # Applied once more, nothing is folded twice.
+    again = add_stochastic_depth(restored, 0.3, seed=0)
+    np.testing.assert_array_equal(bits(again.predict(x, verbose=0)), expected)
+    assert len(of_type(again, layers.Rescaling)) == 4
+
+
+def test_merges_compute_in_the_dtype_of_the_addition_they_replace():
+    keras.config.set_dtype_policy("mixed_float16")  # reset by clean_session
+    image = keras.Input((8, 8, 4), name="image")  # float32: an input
+    branch = layers.Conv2D(4, 3, padding="same", name="conv_a")(image)
+    summed = image + branch  # float16 + float32 computes in float32
+    branch = layers.Conv2D(4, 3, padding="same", name="conv_b")(summed)
+    added = layers.Add(name="merge")([summed, branch])  # a float16 layer
+    original = keras.Model(image, [summed, added])
+    keras.config.set_dtype_policy("float32")
+    model = add_stochastic_depth(original, 0.2)
+    assert len(of_type(model, StochasticDepth)) == 2
+    assert [t.dtype for t in model.outputs] == ["float32", "float16"]
+    x = np.random.default_rng(4).normal(size=(2, 8, 8, 4)).astype("float32")
+    for got, expected in zip(
+        model.predict(x, verbose=0), original.predict(x, verbose=0), strict=True
+    ):
+        assert got.dtype == expected.dtype
+        np.testing.assert_array_equal(bits(got), bits(expected))
+
+
 # --------------------------------------------------------------------------
 # add_dropblock.
 
@@ -345,6 +388,61 @@ def test_dropblock_on_a_sequential_model_by_names_and_predicate():
     np.testing.assert_array_equal(
         bits(nested.predict(x, verbose=0)), bits(outer.predict(x, verbose=0))
     )
+
+
+def test_dropblock_applied_again_replaces_its_drops(caplog):
+    original = small_resnet()
+    where = ["block1_relu", "block2_add"]
+    with caplog.at_level(logging.INFO, logger="keras_drop.recipes"):
+        once = add_dropblock(original, 0.3, 3, where=where, seed=0)
+        twice = add_dropblock(once, 0.3, 3, where=where, seed=0)
+    names = ["block1_relu_dropblock", "block2_add_shortcut_dropblock"]
+    assert [d.name for d in of_type(twice, DropBlock2D)] == names
+    assert [d.seed for d in of_type(twice, DropBlock2D)] == [0, 1]
+    skip = twice.get_layer("block2_add_shortcut_dropblock")
+    assert skip.input is twice.get_layer("block1_out").output
+    assert twice.get_layer("block2_add").input[0] is skip.output
+    assert [(r.inserted, r.replaced) for r in caplog.records] == [
+        (names, {}),
+        ([], {name: name for name in names}),
+    ]
+
+    # One DropBlock after the layer, not two drawing the same mask: the
+    # training mean stays the input's (two would scale it by 1 / 0.7).
+    inputs = keras.Input((32, 32, 4))
+    features = layers.Identity(name="features")(inputs)
+    model = keras.Model(inputs, layers.Identity(name="head")(features))
+    for _ in range(2):
+        model = add_dropblock(model, 0.3, 3, where=["features"], seed=0)
+    assert len(of_type(model, DropBlock2D)) == 1
+    out = to_numpy(model(np.ones((16, 32, 32, 4), "float32"), training=True))
+    assert abs(np.mean(out) - 1.0) < 0.05
+    assert abs(np.mean(out == 0) - 0.3) < 0.05
+
+
+def test_dropblock_takes_the_data_format_of_the_layer_it_follows():
+    image = keras.Input((4, 16, 16), name="image")
+    first = layers.Conv2D(
+        4, 3, padding="same", data_format="channels_first", name="conv"
+    )(image)
+    x = layers.BatchNormalization(axis=1, name="bn")(first)
+    x = layers.ReLU(name="relu")(x)  # no data format: the conv's, upstream
+    x = layers.Add(name="add")([first, x])  # its shortcut follows the conv
+    hinted = layers.BatchNormalization(axis=1, name="bn_input")(image)
+    plain = layers.ReLU(name="relu_input")(image)  # nothing upstream
+    original = keras.Model(image, [x, hinted, plain])
+    model = add_dropblock(
+        original, 0.1, 3, where=["conv", "bn", "relu", "add", "bn_input", "relu_input"]
+    )
+    formats = {d.name: d.data_format for d in of_type(model, DropBlock2D)}
+    assert formats == {
+        "conv_dropblock": "channels_first",
+        "bn_dropblock": "channels_first",
+        "relu_dropblock": "channels_first",
+        "add_shortcut_dropblock": "channels_first",
+        "bn_input_dropblock": "channels_first",
+        "relu_input_dropblock": keras.config.image_data_format(),
+    }
 
 
 def test_inserted_layers_compute_in_the_dtype_of_their_neighbours():

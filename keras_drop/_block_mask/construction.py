@@ -156,7 +156,7 @@ def _block_drop_mask(
     left = [_left_padding(b, construction.dilation) for b in blocks]
     if construction.sampling == "dense":
         seeds = _dense_seeds(mask_shape, spatial_axes, blocks, gamma, seed, left)
-        return _dilate(seeds, spatial_axes, blocks, construction, data_format)
+        return _dilate(seeds, spatial_axes, blocks, construction.dilation, data_format)
 
     positions = _sparse_positions(mask_shape, spatial_axes, blocks)
     cap = _sparse_cap(positions, gamma_bound)
@@ -176,11 +176,11 @@ def _block_drop_mask(
         )
         if box:
             return _cover_from_corners(seeds, mask_shape, spatial_axes, blocks) > 0
-        return _dilate(seeds, spatial_axes, blocks, construction, data_format)
+        return _dilate(seeds, spatial_axes, blocks, construction.dilation, data_format)
 
     def dense():
         seeds = _dense_seeds(mask_shape, spatial_axes, blocks, gamma, dense_seed, left)
-        return _dilate(seeds, spatial_axes, blocks, construction, data_format)
+        return _dilate(seeds, spatial_axes, blocks, construction.dilation, data_format)
 
     if isinstance(gamma, float):
         return sparse() if gamma <= limit else dense()

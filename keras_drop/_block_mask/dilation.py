@@ -1,15 +1,15 @@
 """Growing block seeds into dropped blocks: stride-1 max-pools, or box
-sums by prefix sums (of padded seeds, or of the blocks' signed corners)."""
+sums by prefix sums (of padded seeds, or of the blocks' signed corners).
+
+The dilations know nothing of how a construction is chosen: the choice
+(`construction.py`) uses them, never the other way round."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from keras import ops
-
-if TYPE_CHECKING:
-    from keras_drop._block_mask.construction import _Construction
 
 
 def _left_padding(block: int, dilation: str) -> int:
@@ -24,14 +24,15 @@ def _dilate(
     seeds: Any,
     spatial_axes: Sequence[int],
     blocks: Sequence[int],
-    construction: _Construction,
+    dilation: str,
     data_format: str,
 ) -> Any:
-    """Valid stride-1 dilation of padded seeds by the block, axis by axis
-    (separable: O(sum of block sizes) per unit for max-pools, O(1) per unit
-    and axis for the box filter). Returns the boolean dropped mask."""
+    """Valid stride-1 dilation of padded seeds by the block, axis by axis,
+    with max-pools (`dilation="max_pool"`, O(sum of block sizes) per unit)
+    or the box filter (`"box"`, O(1) per unit and axis). Returns the
+    boolean dropped mask."""
     dropped = seeds
-    if construction.dilation == "max_pool":
+    if dilation == "max_pool":
         for axis, b in zip(spatial_axes, blocks, strict=True):
             if b > 1:
                 dropped = _max_pool_along(dropped, axis, b, data_format)

@@ -32,7 +32,8 @@ walks of `recalibrate_batchnorm`, `variance_shift` and `DropRateScheduler`.
    its first call in the enclosing graph, not its own input). A `Functional`
    keeps its nodes by depth (`_nodes_by_depth`), which is what its own
    `call` walks; a built `Sequential` runs an inner `Functional`
-   (`_functional`).
+   (`_functional`). `graph_call_inputs` reads every tensor a node is
+   called on (`Node.input_tensors`), for counting the uses of a tensor.
 
 5. List every layer of a model, however deeply nested (functional and
    Sequential submodels, layers held by subclassed models and layers):
@@ -87,6 +88,7 @@ __all__ = [
     "Functional",
     "called_on_its_own",
     "functional_graph",
+    "graph_call_inputs",
     "graph_calls",
     "held_attribute",
     "input_signature",
@@ -138,6 +140,19 @@ def graph_calls(graph: Functional) -> list[tuple[Any, Any]]:
                 continue
             args = node.arguments.args
             calls.append((node.operation, args[0] if args else None))
+    return calls
+
+
+def graph_call_inputs(graph: Functional) -> list[tuple[Any, list[Any]]]:
+    """`(layer, every symbolic tensor it is called on)` for every call in
+    `graph`, in the order of `graph_calls`: positional and keyword
+    arguments, a list argument's items included."""
+    calls = []
+    for depth in sorted(graph._nodes_by_depth, reverse=True):
+        for node in graph._nodes_by_depth[depth]:
+            if node.operation is None or node.is_input:
+                continue
+            calls.append((node.operation, list(node.input_tensors)))
     return calls
 
 
