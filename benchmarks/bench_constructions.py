@@ -31,7 +31,10 @@ import tensorflow as tf  # noqa: E402
 from _common import machine  # noqa: E402
 
 import keras_drop  # noqa: E402
-from keras_drop._block_mask.construction import _force_construction  # noqa: E402
+
+# DropBlock reads this when a call is traced: which mask construction to use
+# (sampling, dilation) instead of the one it picks for the backend and host.
+CONSTRUCTION_VARIABLE = "KERAS_DROP_MASK_CONSTRUCTION"
 
 SHAPE = (32, 56, 56, 64)
 CONSTRUCTIONS = (
@@ -62,8 +65,11 @@ def runners(xla: bool) -> dict:
             run = compiled(
                 keras_drop.DropBlock2D(0.1, 7, shared_channels=shared, seed=0)
             )
-            with _force_construction(sampling, dilation):
+            os.environ[CONSTRUCTION_VARIABLE] = f"{sampling},{dilation}"
+            try:
                 run()  # traced here, with this construction
+            finally:
+                del os.environ[CONSTRUCTION_VARIABLE]
             kind = "shared" if shared else "per channel"
             runs[f"{kind}, {sampling} + {dilation}"] = run
     pools = keras.random.uniform((32, 62, 62, 64), seed=1)

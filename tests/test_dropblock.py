@@ -415,6 +415,18 @@ def test_each_backend_picks_its_measured_construction():
     assert choose([None, None, 56, 64], [1, 2], [7, 7]) == ("dense", "max_pool")
 
 
+def test_the_environment_variable_forces_a_construction(monkeypatch):
+    # What benchmarks/bench_constructions.py sets to time each construction.
+    monkeypatch.setenv("KERAS_DROP_MASK_CONSTRUCTION", "dense, box")
+    assert _mask_construction([32, 56, 56, 64], [1, 2], [7, 7]) == ("dense", "box")
+    layer = keras_drop.DropBlock2D(0.2, 3, seed=0)
+    y = to_numpy(layer(np.ones((2, 16, 16, 4), "float32"), training=True))
+    assert 0 < np.mean(y == 0) < 1
+    monkeypatch.setenv("KERAS_DROP_MASK_CONSTRUCTION", "sparse")
+    with pytest.raises(ValueError, match="KERAS_DROP_MASK_CONSTRUCTION"):
+        _mask_construction([32, 56, 56, 64], [1, 2], [7, 7])
+
+
 @pytest.mark.parametrize("sampling", _SAMPLINGS)
 @pytest.mark.parametrize(
     "shape, block, data_format",

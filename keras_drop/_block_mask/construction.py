@@ -8,6 +8,7 @@ the choice; `_block_drop_mask` builds the mask with them.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -45,6 +46,26 @@ _DILATIONS = ("max_pool", "box")
 # Tests set this (through `_force_construction`) to run every construction on
 # every backend, whatever `_mask_construction` would pick.
 _FORCED_CONSTRUCTION: tuple[str, str] | None = None
+
+# The same from outside the package, for benchmarks and for measuring a new
+# host: "SAMPLING,DILATION" (for example "sparse,box"), read when a DropBlock
+# call is traced.
+CONSTRUCTION_VARIABLE = "KERAS_DROP_MASK_CONSTRUCTION"
+
+
+def _construction_from_environment() -> tuple[str, str] | None:
+    value = os.environ.get(CONSTRUCTION_VARIABLE)
+    if not value:
+        return None
+    parts = tuple(part.strip() for part in value.split(","))
+    if len(parts) != 2 or parts[0] not in _SAMPLINGS or parts[1] not in _DILATIONS:
+        raise ValueError(
+            f"Invalid value received for the environment variable "
+            f"{CONSTRUCTION_VARIABLE}. Expected 'SAMPLING,DILATION' with "
+            f"SAMPLING in {_SAMPLINGS} and DILATION in {_DILATIONS}. "
+            f"Received: {value!r}"
+        )
+    return parts
 
 
 @contextlib.contextmanager
@@ -123,8 +144,9 @@ def _mask_construction(
     static = all(isinstance(mask_shape[a], int) for a in spatial_axes)
     if not static:
         return _Construction("dense", "max_pool")
-    if _FORCED_CONSTRUCTION is not None:
-        return _Construction(*_FORCED_CONSTRUCTION)
+    forced = _FORCED_CONSTRUCTION or _construction_from_environment()
+    if forced is not None:
+        return _Construction(*forced)
     sampling = (
         "sparse"
         if _sparse_applies(mask_shape, spatial_axes, blocks, gamma_bound)
