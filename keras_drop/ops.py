@@ -507,8 +507,21 @@ def _patch_count(inputs: Any, num_prefix_tokens: int, name: str) -> Any:
 
 def _gather_tokens(tokens: Any, indices: Any) -> Any:
     """`tokens[b, indices[b, j]]` for every sample b: (B, L, C) and (B, k)
-    to (B, k, C)."""
-    return ops.take_along_axis(tokens, indices[:, :, None], axis=1)
+    to (B, k, C).
+
+    One `take` of rows from the (B * L, C) flattened tokens. Measured for
+    B, L, C, k = 32, 196, 192, 98 (the gradient of a sum of squares of the
+    gathered tokens, compiled as `fit` compiles, 2-core AMD EPYC):
+    `take_along_axis` 5.6-13 ms under XLA on TensorFlow against 1.2-1.5 ms
+    for this, the same on JAX (about 1.2 ms), and on PyTorch 12.5 against
+    10.9 ms; a one-hot matmul 10-20 ms everywhere.
+    """
+    batch_size, patches, channels = (ops.shape(tokens)[i] for i in range(3))
+    k = ops.shape(indices)[1]
+    offsets = ops.arange(batch_size, dtype="int32")[:, None] * patches
+    rows = ops.reshape(indices + offsets, (-1,))
+    flat = ops.reshape(tokens, (-1, channels))
+    return ops.reshape(ops.take(flat, rows, axis=0), (-1, k, channels))
 
 
 def patch_dropout(
@@ -524,8 +537,8 @@ def patch_dropout(
     Of the L tokens after the first `num_prefix_tokens` (a class token,
     register tokens), each sample keeps exactly
     k = max(1, floor((1 - rate) L)), a uniformly random subset drawn
-    without replacement (the first k of a random permutation: argsort of
-    uniform noise), independently per sample. The prefix tokens are always
+    without replacement (the positions of the k largest of L uniform
+    draws), independently per sample. The prefix tokens are always
     kept, first. Nothing is rescaled: a token is kept whole or removed, so
     the encoder after it runs on `num_prefix_tokens + k` tokens and costs
     about k / L of its price. With `ordered=True` the kept tokens keep their
@@ -587,8 +600,11 @@ def patch_dropout(
     if isinstance(k, int) and k == patches:
         every = ops.arange(patches, dtype="int32")[None, :]
         return inputs, ops.broadcast_to(every, (batch_size, patches))
+    # The k largest of L uniform draws are a uniform k-subset; `top_k`
+    # costs half a full argsort under XLA (0.6 against 1.2 ms, measured as
+    # in `_gather_tokens`).
     noise = keras.random.uniform((batch_size, patches), seed=seed)
-    indices = ops.cast(ops.argsort(noise, axis=-1)[:, :k], "int32")
+    indices = ops.cast(ops.top_k(noise, k)[1], "int32")
     if ordered:
         indices = ops.sort(indices, axis=-1)
     kept = _gather_tokens(inputs[:, num_prefix_tokens:], indices)

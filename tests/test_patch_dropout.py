@@ -245,6 +245,24 @@ def test_unknown_token_count_gives_a_run_time_k_on_tensorflow():
         check_selection(x, y, indices, 1, k_of(0.5, tokens - 1))
 
 
+@pytest.mark.backends(
+    "jax", reason="a batch size that is a symbol is JAX's shape polymorphism"
+)
+def test_symbolic_batch_size_keeps_exactly_k_tokens():
+    # jax.export with a polymorphic batch, as `model.export` and
+    # `export_monte_carlo` trace.
+    import jax
+
+    layer = PatchDropout(0.5, return_indices=True, seed=1)
+    layer.build((None, 11, 2))
+    spec = jax.ShapeDtypeStruct(jax.export.symbolic_shape("b, 11, 2"), "float32")
+    exported = jax.export.export(jax.jit(lambda x: layer(x, training=True)))(spec)
+    for batch in (3, 7):
+        x = numbered_tokens(batch, 11)
+        y, indices = exported.call(x)
+        check_selection(x, np.asarray(y), np.asarray(indices), 1, 5)
+
+
 @pytest.mark.backends("jax", "torch", reason="TensorFlow traces a run-time k")
 def test_unknown_token_count_raises_elsewhere():
     # Only a traced shape can be unknown: jax.jit with a polymorphic token
