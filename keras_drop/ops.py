@@ -518,7 +518,7 @@ def _gather_tokens(tokens: Any, indices: Any) -> Any:
     """
     batch_size, patches, channels = (ops.shape(tokens)[i] for i in range(3))
     k = ops.shape(indices)[1]
-    offsets = ops.arange(batch_size, dtype="int32")[:, None] * patches
+    offsets = ops.arange(0, batch_size, dtype="int32")[:, None] * patches
     rows = ops.reshape(indices + offsets, (-1,))
     flat = ops.reshape(tokens, (-1, channels))
     return ops.reshape(ops.take(flat, rows, axis=0), (-1, k, channels))
@@ -598,7 +598,7 @@ def patch_dropout(
     batch_size = ops.shape(inputs)[0]
     k = _subset_size(rate, patches)
     if isinstance(k, int) and k == patches:
-        every = ops.arange(patches, dtype="int32")[None, :]
+        every = ops.arange(0, patches, dtype="int32")[None, :]
         return inputs, ops.broadcast_to(every, (batch_size, patches))
     # The k largest of L uniform draws are a uniform k-subset; `top_k`
     # costs half a full argsort under XLA (0.6 against 1.2 ms, measured as

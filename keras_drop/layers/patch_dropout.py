@@ -187,7 +187,7 @@ class PatchDropout(RateLayer):
             return inputs
         batch_size, tokens = ops.shape(inputs)[0], ops.shape(inputs)[1]
         patches = tokens - self.num_prefix_tokens
-        every = ops.arange(patches, dtype="int32")[None, :]
+        every = ops.arange(0, patches, dtype="int32")[None, :]
         return inputs, ops.broadcast_to(every, (batch_size, patches))
 
     def _set_strength(self, value: Any) -> None:
