@@ -379,3 +379,19 @@ def test_keras_hub_vit_backbone_takes_it_after_its_embedding():
     history = model.fit(x, np.zeros((8, 1), "float32"), batch_size=4, verbose=0)
     assert np.isfinite(history.history["loss"][-1])
     assert model.predict(x, verbose=0).shape == (8, 1)
+
+
+def test_monte_carlo_passes_drop_tokens_per_input():
+    # mc_predict runs the layer as in training: passes vary, and with
+    # `fixed_masks` an input and its copy keep the same tokens.
+    inputs = keras.Input((9, 4))
+    hidden = keras.layers.Dense(4)(PatchDropout(0.5, seed=1)(inputs))
+    pooled = keras.layers.GlobalAveragePooling1D()(hidden)
+    model = keras.Model(inputs, keras.layers.Dense(2)(pooled))
+    x = np.random.default_rng(0).normal(size=(5, 9, 4)).astype("float32")
+    draws = keras_drop.mc_predict(
+        model, np.concatenate([x, x]), 4, batch_size=3, seed=0, fixed_masks=True
+    )
+    assert draws.shape == (4, 10, 2)
+    np.testing.assert_allclose(draws[:, :5], draws[:, 5:], rtol=1e-5, atol=1e-6)
+    assert np.all(draws.var(axis=0) > 0)
