@@ -103,6 +103,12 @@ def validate_positive_int(value: Any, name: str) -> int:
     return int(value)
 
 
+def validate_non_negative_int(value: Any, name: str) -> int:
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 0:
+        raise invalid_value(name, "an integer >= 0", value)
+    return int(value)
+
+
 def validate_optional_positive_int(value: Any, name: str) -> int | None:
     """A positive int or None (such as a number of steps: None for all)."""
     if value is None:

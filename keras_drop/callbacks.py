@@ -17,11 +17,12 @@ keras_drop layer reads the rate it applies from a float32 state variable
   not change costs nothing.
 - PyTorch: the step is eager; the variable is updated in place.
 
-One exception: `StochasticDepthBlock(mode="subset")` runs its branch on k
-samples, and k, a shape, is fixed when the step is traced. When a new rate
-changes k, the scheduler has `fit` trace the train step again
-(`model.make_train_function(force=True)`), so the next step compiles for
-the new k.
+Two exceptions: `StochasticDepthBlock(mode="subset")` runs its branch on
+k samples and `PatchDropout` keeps k tokens, and k, a shape, is fixed when
+the step is traced. When a new rate changes k, the scheduler has `fit`
+trace the train step again (`model.make_train_function(force=True)`), so
+the next step compiles for the new k. Any layer that sizes a shape by its
+rate says so through a `_traced_shapes_changed()` method.
 """
 
 from __future__ import annotations
@@ -37,7 +38,6 @@ import keras
 from keras_drop import _validation
 from keras_drop.layers._base import ScheduledStrength
 from keras_drop.layers._keras_internals import sublayers
-from keras_drop.layers.drop_path import StochasticDepthBlock
 
 _LOGGER = logging.getLogger("keras_drop")
 
@@ -105,9 +105,10 @@ class DropRateScheduler(keras.callbacks.Callback):
 
     A new rate takes effect in the next step of the already compiled train
     step on every backend (`tf.function` and XLA, `jax.jit`, PyTorch); no
-    retracing, except for `StochasticDepthBlock(mode="subset")`, whose
-    number of kept samples is a shape: when a new rate changes it, the
-    train step is traced and compiled again (see that class). With
+    retracing, except for `StochasticDepthBlock(mode="subset")` and
+    `PatchDropout`, whose number of kept samples (tokens) is a shape: when
+    a new rate changes it, the train step is traced and compiled again
+    (see those classes). With
     `fit(..., steps_per_execution=n)` the callback runs once every `n`
     steps, so the rate changes every `n` steps and holds within each group
     (at the progress of the group's first step).
@@ -288,13 +289,15 @@ class DropRateScheduler(keras.callbacks.Callback):
         self.factor = factor
 
     def _retrace_if_shapes_changed(self) -> None:
-        """A `StochasticDepthBlock(mode="subset")` runs its branch on k
-        samples, a shape fixed when the train step is traced: when a new
-        rate changes k, the next step is traced (and compiled) again."""
+        """A layer whose rate sizes a shape (k samples of a subset
+        `StochasticDepthBlock`, k tokens of `PatchDropout`) fixes it when
+        the train step is traced: when a new rate changes k, the next step
+        is traced (and compiled) again. Every layer is asked (each resets
+        its own flag)."""
         changed = [
             layer._traced_shapes_changed()
             for layer in self._layers
-            if isinstance(layer, StochasticDepthBlock)
+            if hasattr(layer, "_traced_shapes_changed")
         ]
         if any(changed):
             self.model.make_train_function(force=True)

@@ -37,6 +37,7 @@ __all__ = [
     "drop_connect",
     "drop_path",
     "drop_path_subset",
+    "patch_dropout",
     "stochastic_depth",
     "uniform_dropout",
 ]
@@ -507,3 +508,135 @@ def uniform_dropout(inputs: Any, beta: Any, *, seed: Any = None) -> Any:
         ops.shape(inputs), minval=-1.0, maxval=1.0, dtype="float32", seed=seed
     )
     return inputs * ops.cast(1.0 + beta * noise, inputs.dtype)
+
+
+def _patch_count(inputs: Any, num_prefix_tokens: int, name: str) -> Any:
+    """L, the number of non-prefix tokens: a Python int when the token axis
+    is known, a scalar tensor on TensorFlow when it is not, and a
+    ValueError elsewhere (a shape that only exists at run time cannot size
+    a slice under `jax.jit`, and PyTorch always knows it)."""
+    tokens = inputs.shape[1]
+    if isinstance(tokens, int):
+        if not num_prefix_tokens < tokens:
+            raise _validation.invalid_value(
+                "num_prefix_tokens",
+                f"an integer >= 0 and less than the number of tokens ({tokens})",
+                num_prefix_tokens,
+            )
+        return tokens - num_prefix_tokens
+    if keras.backend.backend() != "tensorflow":
+        raise ValueError(
+            f"`{name}` needs the number of tokens to keep k of them: received "
+            f"inputs of shape {tuple(inputs.shape)} on the "
+            f"{keras.backend.backend()} backend, which cannot trace a "
+            "run-time k. Give the model input a known number of tokens."
+        )
+    return ops.shape(inputs)[1] - num_prefix_tokens
+
+
+def _gather_tokens(tokens: Any, indices: Any) -> Any:
+    """`tokens[b, indices[b, j]]` for every sample b: (B, L, C) and (B, k)
+    to (B, k, C).
+
+    One `take` of rows from the (B * L, C) flattened tokens. Measured for
+    B, L, C, k = 32, 196, 192, 98 (the gradient of a sum of squares of the
+    gathered tokens, compiled as `fit` compiles, 2-core AMD EPYC):
+    `take_along_axis` 5.6-13 ms under XLA on TensorFlow against 1.2-1.5 ms
+    for this, the same on JAX (about 1.2 ms), and on PyTorch 12.5 against
+    10.9 ms; a one-hot matmul 10-20 ms everywhere.
+    """
+    batch_size, patches, channels = (ops.shape(tokens)[i] for i in range(3))
+    k = ops.shape(indices)[1]
+    offsets = ops.arange(0, batch_size, dtype="int32")[:, None] * patches
+    rows = ops.reshape(indices + offsets, (-1,))
+    flat = ops.reshape(tokens, (-1, channels))
+    return ops.reshape(ops.take(flat, rows, axis=0), (-1, k, channels))
+
+
+def patch_dropout(
+    inputs: Any,
+    rate: float,
+    *,
+    num_prefix_tokens: int = 1,
+    ordered: bool = False,
+    seed: Any = None,
+) -> tuple[Any, Any]:
+    """Token dropout: keeps the prefix tokens and k random tokens of the rest.
+
+    Of the L tokens after the first `num_prefix_tokens` (a class token,
+    register tokens), each sample keeps exactly
+    k = max(1, floor((1 - rate) L)), a uniformly random subset drawn
+    without replacement (the positions of the k largest of L uniform
+    draws), independently per sample. The prefix tokens are always
+    kept, first. Nothing is rescaled: a token is kept whole or removed, so
+    the encoder after it runs on `num_prefix_tokens + k` tokens and costs
+    about k / L of its price. With `ordered=True` the kept tokens keep their
+    order of position (the default order is the random one, which a
+    transformer without position-dependent layers after the position
+    embedding does not see; ordered output helps debugging and
+    visualization).
+
+    At `rate == 0` (and whenever k = L) the output is the input, bit for
+    bit, with indices `arange(L)` for every sample.
+
+    k is a shape: it is a Python int whenever the token count is known, so
+    shapes are static under `tf.function`, XLA and `jax.jit`. A token count
+    unknown when traced (a `tf.function` whose input has `None` tokens)
+    gives a run-time k on TensorFlow, which XLA resolves when it compiles
+    for a concrete shape; the JAX and PyTorch backends raise a ValueError
+    there. The batch size may be unknown on every backend.
+
+    Args:
+        inputs: tokens `(batch, tokens, channels)`, prefix tokens first.
+        rate: fraction of the non-prefix tokens dropped, a Python float in
+            [0, 1) (k is a shape, so it cannot come from a tensor).
+        num_prefix_tokens: int >= 0, the leading tokens always kept (1 for
+            a class token; 0 for none; 1 + registers for DINOv2-style
+            register tokens).
+        ordered: keep the kept tokens in their order of position.
+        seed: int in [0, 2**31 - 1], `keras.random.SeedGenerator` or `None`.
+
+    Returns:
+        A pair `(tokens, indices)`: `tokens` of shape
+        `(batch, num_prefix_tokens + k, channels)` and the inputs' dtype;
+        `indices`, int32 of shape `(batch, k)`, the positions of the kept
+        tokens among the L non-prefix tokens (`inputs[:, num_prefix_tokens
+        + indices]`), to gather anything aligned with them (rotary position
+        embeddings, a padding mask) with the same choice.
+
+    Reference:
+        [Liu et al., 2022](https://arxiv.org/abs/2208.07220) (PatchDropout);
+        [Li et al., 2023](https://arxiv.org/abs/2212.00794) (FLIP); timm's
+        `patch_dropout_forward`.
+    """
+    inputs = ops.convert_to_tensor(inputs)
+    _validation.check_rank(
+        inputs.shape, 3, "patch_dropout", "(batch, tokens, channels)"
+    )
+    if isinstance(rate, keras.Variable) or ops.is_tensor(rate):
+        raise _validation.invalid_value(
+            "rate", "a Python float (k is a shape, fixed when traced)", rate
+        )
+    rate = _validation.validate_rate(rate, "rate")
+    num_prefix_tokens = _validation.validate_non_negative_int(
+        num_prefix_tokens, "num_prefix_tokens"
+    )
+    _validation.validate_bool(ordered, "ordered")
+    seed = _validation.validate_op_seed(seed)
+    patches = _patch_count(inputs, num_prefix_tokens, "patch_dropout")
+    batch_size = ops.shape(inputs)[0]
+    k = _subset_size(rate, patches)
+    if isinstance(k, int) and k == patches:
+        every = ops.arange(0, patches, dtype="int32")[None, :]
+        return inputs, ops.broadcast_to(every, (batch_size, patches))
+    # The k largest of L uniform draws are a uniform k-subset; `top_k`
+    # costs half a full argsort under `jax.jit` (0.6 against 1.3 ms with
+    # the gather, measured as in `_gather_tokens`) and as much elsewhere.
+    noise = keras.random.uniform((batch_size, patches), seed=seed)
+    indices = ops.cast(ops.top_k(noise, k)[1], "int32")
+    if ordered:
+        indices = ops.sort(indices, axis=-1)
+    kept = _gather_tokens(inputs[:, num_prefix_tokens:], indices)
+    if num_prefix_tokens:
+        kept = ops.concatenate([inputs[:, :num_prefix_tokens], kept], axis=1)
+    return kept, indices

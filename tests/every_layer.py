@@ -108,8 +108,14 @@ def _layers() -> dict[str, keras.layers.Layer]:
         keras_drop.DropBlock1D(0.15, 4, seed=19, name="drop_block_1d"),
         keras.layers.Reshape((4, 4, 3, 8), name="to_volume"),
         keras_drop.DropBlock3D(0.2, 2, seed=20, name="drop_block_3d"),
+        keras.layers.Reshape((6, 64), name="to_tokens"),
+        keras_drop.PatchDropout(
+            0.25, num_prefix_tokens=2, ordered=True, seed=24, name="drop_tokens"
+        ),
+        keras.layers.GlobalAveragePooling1D(name="token_pool"),
         keras_drop.UniformDropout(0.4, seed=21, name="drop_uniform"),
         keras.layers.GlobalAveragePooling3D(name="pool"),
+        keras.layers.Concatenate(name="join"),
         keras_drop.DropConnectDense(
             5, 0.3, activation="tanh", seed=22, name="drop_connect_tanh"
         ),
@@ -148,9 +154,12 @@ def _forward(x: Any, layer: dict[str, Any], plain: bool) -> Any:
     else:
         x = block(x)
     x = drop("drop_block_first", layer["channels_first"](x))
+    # Token dropout changes the token count: a branch of its own, pooled.
+    # Few tokens (2 + 4), so that a scheduled rate changes k seldom.
+    tokens = layer["token_pool"](drop("drop_tokens", layer["to_tokens"](x)))
     x = drop("drop_block_1d", layer["to_sequence"](x))
     x = drop("drop_block_3d", layer["to_volume"](x))
-    x = layer["pool"](drop("drop_uniform", x))
+    x = layer["join"]([layer["pool"](drop("drop_uniform", x)), tokens])
     x = layer["dense_tanh" if plain else "drop_connect_tanh"](x)
     return layer["dense_head" if plain else "drop_connect_head"](x)
 
@@ -204,7 +213,9 @@ def sequential_model() -> keras.Sequential:
             keras_drop.DropBlock1D(0.1, 5, shared_channels=True, seed=46),
             keras.layers.Reshape((4, 4, 4, 4)),
             keras_drop.DropBlock3D(0.2, (1, 2, 2), exact_rate=False, seed=47),
-            keras.layers.Flatten(),
+            keras.layers.Reshape((64, 4)),
+            keras_drop.PatchDropout(0.3, num_prefix_tokens=0, seed=49),
+            keras.layers.GlobalAveragePooling1D(),
             keras_drop.DropConnectDense(3, 0.25, seed=48),
         ],
         name="sequential",
@@ -243,6 +254,9 @@ class EveryLayerModel(keras.Model):
         self.drop_block_1d = keras_drop.DropBlock1D(
             rate, 3, shared_channels=True, seed=37, name="drop_block_1d"
         )
+        self.tokens = keras_drop.PatchDropout(
+            2 * rate, return_indices=True, seed=39, name="tokens"
+        )
         self.head = keras_drop.DropConnectDense(units, rate, seed=38, name="head")
 
     def call(self, inputs, training=None):
@@ -253,7 +267,9 @@ class EveryLayerModel(keras.Model):
         x = x + self.drop_path(x, training=training)
         x = self.uniform(x, training=training)
         x = ops.reshape(x, (-1, 64, 4))
-        x = ops.mean(self.drop_block_1d(x, training=training), axis=1)
+        x = self.drop_block_1d(x, training=training)
+        x, _ = self.tokens(x, training=training)
+        x = ops.mean(x, axis=1)
         return self.head(x, training=training)
 
     def get_config(self) -> dict[str, Any]:

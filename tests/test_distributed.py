@@ -43,6 +43,7 @@ PER_SAMPLE = [
     # k samples get the branch: k of each replica's batch (MirroredStrategy),
     # k of the global batch (DataParallel).
     "StochasticDepthBlock(subset)",
+    "PatchDropout",
 ]
 # One draw per batch: a kernel mask, or a branch kept or skipped.
 PER_BATCH = ["StochasticDepth(batch)", "StochasticDepthBlock", "DropConnectDense"]
@@ -90,6 +91,14 @@ def probes() -> dict:
             ),
             images,
         ),
+        # Numbered tokens: the output shows which were kept.
+        "PatchDropout": (
+            KeptTokens(keras_drop.PatchDropout(0.5, seed=13)),
+            np.broadcast_to(
+                np.arange(1.0, 10.0, dtype="float32")[None, :, None],
+                (PER_REPLICA, 9, 2),
+            ).copy(),
+        ),
         # Rows of the identity: the output is the dropped kernel itself.
         "DropConnectDense": (
             keras_drop.DropConnectDense(
@@ -109,6 +118,23 @@ class OnResidual(keras.layers.Layer):
 
     def call(self, inputs, training=None):
         return self.layer([ops.zeros_like(inputs), inputs], training=training)
+
+
+class KeptTokens(keras.layers.Layer):
+    """PatchDropout's kept tokens padded with zeros to the input's token
+    count, so that the probe's output has the shape of its input."""
+
+    def __init__(self, layer, **kwargs):
+        super().__init__(**kwargs)
+        self.layer = layer
+
+    def call(self, inputs, training=None):
+        kept = self.layer(inputs, training=training)
+        missing = ops.shape(inputs)[1] - ops.shape(kept)[1]
+        return ops.pad(kept, [(0, 0), (0, missing), (0, 0)])
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
 
 
 class Scale(keras.layers.Layer):

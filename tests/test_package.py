@@ -99,6 +99,10 @@ def test_every_public_name_at_work(tmp_path):
     vol = keras.layers.Reshape((2, 4, 4, 8))(seq)
     vol = keras_drop.DropBlock3D(0.1, 2, seed=7)(vol)
     flat = keras.layers.GlobalAveragePooling3D()(vol)
+    tokens = keras_drop.PatchDropout(0.5, seed=9)(seq)
+    flat = keras.layers.Concatenate()(
+        [flat, keras.layers.GlobalAveragePooling1D()(tokens)]
+    )
     outputs = keras_drop.DropConnectDense(1, 0.1, seed=8)(flat)
     model = keras.Model(inputs, outputs)
     used |= {
@@ -111,6 +115,7 @@ def test_every_public_name_at_work(tmp_path):
         "StochasticDepth",
         "StochasticDepthBlock",
         "DropConnectDense",
+        "PatchDropout",
     }
 
     model.compile(optimizer="sgd", loss="mse", jit_compile=JIT_COMPILE)
@@ -182,6 +187,10 @@ def test_every_public_name_at_work(tmp_path):
     }
     for name, output in ops_used.items():
         assert to_numpy(output).shape == image.shape, name
+    tokens, indices = drop_ops.patch_dropout(image[:, 0], 0.5, seed=0)
+    assert to_numpy(tokens).shape == (2, 1 + 3, 4)
+    assert to_numpy(indices).shape == (2, 3)
+    ops_used["patch_dropout"] = tokens
     used.add("ops")
 
     assert used == set(keras_drop.__all__) - {"__version__"}

@@ -5,8 +5,10 @@ than the map), rates, data formats, dtypes and seeds for every layer and
 checks what must hold for all of them: shape and dtype kept, no NaN or Inf,
 the identity at inference (and at rate 0), dropped units forming whole
 blocks (DropBlock) or whole samples (DropPath, StochasticDepth), Cutout's
-patches no larger than `length`, a symbolic call with an unknown batch size,
-and bad arguments raising a ValueError that names the argument.
+patches no larger than `length`, PatchDropout keeping its prefix and k
+distinct tokens (its output has k tokens, not the input's shape), a
+symbolic call with an unknown batch size, and bad arguments raising a
+ValueError that names the argument.
 
 The number of examples per test comes from the Hypothesis profile
 (`tests/conftest.py`); `pytest --hypothesis-profile=thorough` searches
@@ -556,6 +558,52 @@ def test_uniform_dropout(shape, beta, dtype, seed):
 
 
 # ---------------------------------------------------------------------------
+# PatchDropout
+
+
+@given(
+    batch=st.integers(1, 3),
+    prefix=st.integers(0, 3),
+    patches=st.integers(1, 12),
+    rate=rates,
+    ordered=st.booleans(),
+    dtype=dtypes,
+    seed=seeds,
+)
+def test_patch_dropout(batch, prefix, patches, rate, ordered, dtype, seed):
+    layer = keras_drop.PatchDropout(
+        rate,
+        num_prefix_tokens=prefix,
+        ordered=ordered,
+        return_indices=True,
+        seed=seed,
+        dtype=POLICIES[dtype],
+    )
+    # Token t holds t + 1 in every channel: a kept token shows its position.
+    x = np.broadcast_to(
+        np.arange(1.0, prefix + patches + 1.0, dtype="float32")[None, :, None],
+        (batch, prefix + patches, 2),
+    )
+    k = max(1, math.floor((1.0 - rate) * patches + 1e-9))
+    trained, indices = layer(x, training=True)
+    out, indices = as_float32(trained), to_numpy(indices)
+    assert out.shape == (batch, prefix + k, 2)
+    assert dtype_of(trained) == dtype
+    np.testing.assert_array_equal(out[:, :prefix], in_dtype(x[:, :prefix], dtype))
+    # Positions up to 15 are exact in every dtype.
+    np.testing.assert_array_equal(out[:, prefix:, 0], prefix + indices + 1.0)
+    assert all(len(set(row)) == k for row in indices.tolist())
+    assert indices.min() >= 0 and indices.max() < patches
+    if ordered:
+        assert np.all(np.diff(indices, axis=1) > 0)
+    inferred, every = layer(x, training=False)
+    assert_same_values(as_float32(inferred), in_dtype(x, dtype))
+    np.testing.assert_array_equal(
+        to_numpy(every), np.broadcast_to(np.arange(patches), (batch, patches))
+    )
+
+
+# ---------------------------------------------------------------------------
 # Bad arguments: a ValueError that names the argument and the value.
 
 not_a_number = st.one_of(
@@ -585,6 +633,9 @@ bad_seeds = st.one_of(
     st.text(max_size=3),
 )
 bad_bools = st.one_of(st.integers(), st.none(), st.text(max_size=3))
+bad_non_negative_ints = st.one_of(
+    st.integers(max_value=-1), st.floats(allow_nan=False), st.booleans(), st.none()
+)
 
 
 def bad_choices(*choices):
@@ -618,6 +669,7 @@ bad_fill_values = st.one_of(
     not_a_number,
 )
 image = np.ones((1, 4, 4, 2), "float32")
+tokens = np.ones((1, 4, 2), "float32")
 
 # (what is called, its valid keyword arguments, {argument: bad values})
 CALLS = {
@@ -692,6 +744,17 @@ CALLS = {
         dict(beta=0.1),
         dict(beta=bad_non_negative, seed=bad_seeds),
     ),
+    "PatchDropout": (
+        keras_drop.PatchDropout,
+        dict(rate=0.1),
+        dict(
+            rate=bad_rates,
+            num_prefix_tokens=bad_non_negative_ints,
+            ordered=bad_bools,
+            return_indices=bad_bools,
+            seed=bad_seeds,
+        ),
+    ),
     "DropRateScheduler": (
         keras_drop.DropRateScheduler,
         dict(),
@@ -740,6 +803,19 @@ CALLS = {
         lambda **kwargs: drop_ops.uniform_dropout(image, **kwargs),
         dict(beta=0.1),
         dict(beta=bad_non_negative, seed=bad_seeds),
+    ),
+    "ops.patch_dropout": (
+        lambda **kwargs: drop_ops.patch_dropout(tokens, **kwargs),
+        dict(rate=0.1),
+        dict(
+            rate=bad_rates,
+            # At least one token must be left after the prefix.
+            num_prefix_tokens=st.one_of(
+                bad_non_negative_ints, st.integers(min_value=4)
+            ),
+            ordered=bad_bools,
+            seed=bad_seeds,
+        ),
     ),
     "ops.cutout": (
         lambda **kwargs: drop_ops.cutout(image, **kwargs),

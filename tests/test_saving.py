@@ -137,6 +137,7 @@ def test_models_hold_every_layer_with_several_instances(saved):
             "DropBlock3D",
             "DropConnectDense",
             "DropPath",
+            "PatchDropout",
             "StochasticDepth",
             "StochasticDepthBlock",
             "UniformDropout",

@@ -9,6 +9,7 @@ from keras_drop.layers.drop_path import (
     stochastic_depth_rates,
 )
 from keras_drop.layers.dropblock import DropBlock1D, DropBlock2D, DropBlock3D
+from keras_drop.layers.patch_dropout import PatchDropout
 from keras_drop.layers.uniform import UniformDropout
 
 __all__ = [
@@ -18,6 +19,7 @@ __all__ = [
     "DropBlock3D",
     "DropConnectDense",
     "DropPath",
+    "PatchDropout",
     "StochasticDepth",
     "StochasticDepthBlock",
     "UniformDropout",
