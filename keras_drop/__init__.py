@@ -28,7 +28,11 @@ from keras_drop.layers import (  # noqa: E402
     stochastic_depth_rates,
 )
 from keras_drop.monte_carlo import export_monte_carlo, mc_predict  # noqa: E402
-from keras_drop.recipes import add_dropblock, add_stochastic_depth  # noqa: E402
+from keras_drop.recipes import (  # noqa: E402
+    add_dropblock,
+    add_patch_dropout,
+    add_stochastic_depth,
+)
 
 __all__ = [
     "Cutout",
@@ -44,6 +48,7 @@ __all__ = [
     "UniformDropout",
     "__version__",
     "add_dropblock",
+    "add_patch_dropout",
     "add_stochastic_depth",
     "export_monte_carlo",
     "mc_predict",

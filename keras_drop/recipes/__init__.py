@@ -1,6 +1,6 @@
 """The papers' recipes applied to models users already have.
 
-`add_stochastic_depth` and `add_dropblock` rebuild a functional (or
+`add_stochastic_depth`, `add_dropblock` and `add_patch_dropout` rebuild a functional (or
 Sequential) model with `keras.models.clone_model`, replacing or adding layer
 calls as the graph is rebuilt, and return a new functional model. Nested
 functional and Sequential models are rebuilt the same way, so their layers
@@ -25,6 +25,12 @@ stack). A nested model counts as many steps as its longest path.
 """
 
 from keras_drop.recipes.dropblock import add_dropblock, resnet50_groups_3_4
+from keras_drop.recipes.patch_dropout import add_patch_dropout
 from keras_drop.recipes.stochastic_depth import add_stochastic_depth
 
-__all__ = ["add_dropblock", "add_stochastic_depth", "resnet50_groups_3_4"]
+__all__ = [
+    "add_dropblock",
+    "add_patch_dropout",
+    "add_stochastic_depth",
+    "resnet50_groups_3_4",
+]
