@@ -300,8 +300,8 @@ def test_unknown_batch_size_gives_a_run_time_k():
     "jax", reason="a batch size that is a symbol is JAX's shape polymorphism"
 )
 def test_symbolic_batch_size_keeps_the_branch_of_exactly_k_samples():
-    # jax.export with a polymorphic batch, as `model.export` and
-    # `export_monte_carlo` trace: no slice can have k rows there.
+    # jax.export with a polymorphic batch, as `model.export` traces: no
+    # slice can have k rows there.
     import jax
 
     rate = 0.45
