@@ -462,6 +462,31 @@ def test_the_applied_rate_is_the_one_in_force_when_called(ones):
         assert abs(frequency - 0.7) < 0.06, frequency
 
 
+@pytest.mark.backends(*EXPORT_BACKENDS, reason=EXPORT_REASON)
+def test_exported_subset_block_drops_each_served_row_with_its_rate(ones, tmp_path):
+    """Served one row at a time or two, each row's branch is dropped with
+    probability 0.2: its mean is 1.25 (1 - f), its variance
+    1.25**2 f (1 - f) for a drop frequency f near 0.2."""
+    import tensorflow as tf
+
+    samples = 400
+    keras_drop.export_monte_carlo(ones, tmp_path / "mc", samples=samples)
+    artifact = tf.saved_model.load(str(tmp_path / "mc"))
+    for rows in (1, 2):
+        served = artifact.serve(np.zeros((rows, 3), "float32"))
+        for head in (0, 1):  # the block, the DropPath
+            mean = served[f"mean_{head}"].numpy()
+            frequency = 1.0 - mean / 1.25
+            np.testing.assert_allclose(
+                served[f"variance_{head}"].numpy(),
+                1.25**2 * frequency * (1.0 - frequency),
+                rtol=1e-3,
+                atol=1e-5,
+            )
+            # 4 standard deviations of a frequency over 400 draws: 0.08.
+            assert np.all(np.abs(frequency - 0.2) < 0.08), frequency
+
+
 def two_input_model() -> keras.Model:
     a, b = keras.Input((2,), name="a"), keras.Input((3,), name="b")
     x = keras.layers.Concatenate()([a, b])
