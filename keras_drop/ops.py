@@ -336,13 +336,12 @@ def drop_path_subset(
     k samples it sees.
 
     A batch size that is a symbol (JAX's shape-polymorphic tracing, as in
-    `model.export` or `export_monte_carlo`, and Keras' shape inference for
-    a subclassed model) cannot size a slice: there the branch runs on all B
-    samples and the same k random samples keep its (scaled) output. The
-    outputs are those of the subset form, without the saving, as long as
-    the branch treats samples independently (BatchNormalization at
-    inference, as `export_monte_carlo` keeps it; in training mode it would
-    normalize over all B samples).
+    `model.export`, and Keras' shape inference for a subclassed model)
+    cannot size a slice: there the branch runs on all B samples and the
+    same k random samples keep its (scaled) output. The outputs are those
+    of the subset form, without the saving, as long as the branch treats
+    samples independently (BatchNormalization at inference; in training
+    mode it would normalize over all B samples).
 
     Args:
         inputs: a float tensor of rank >= 1, batch first: the branch input.

@@ -11,6 +11,7 @@ from keras import ops
 
 import keras_drop
 from keras_drop import StochasticDepthBlock
+from keras_drop.layers._base import monte_carlo_scope
 from tests.helpers import JIT_COMPILE, assert_seed_behaviour, to_numpy
 
 BATCH, WIDTH = 10, 4
@@ -210,6 +211,47 @@ def test_inference_follows_rescale_at(rescale_at, factor):
     np.testing.assert_allclose(out, x + factor * to_numpy(branch(x)), rtol=1e-6)
 
 
+def test_monte_carlo_pass_drops_each_sample_with_the_rate_whatever_the_batch():
+    """In a Monte Carlo pass (inference inside `monte_carlo_scope`) the block
+    acts per sample: shortcut + b * residual * scale, b ~ Bernoulli(1 - rate)
+    per sample, BatchNorm in the branch on its moving statistics, the rate
+    read from the rate variable. k samples per batch would never drop a
+    batch of one and drop half of a batch of two at rate 0.3."""
+    x = np.random.default_rng(0).normal(size=(2, WIDTH)).astype("float32")
+    blocks, residuals = {}, {}
+    for rescale_at in ("training", "inference"):
+        norm = keras.layers.BatchNormalization(beta_initializer="ones")
+        blocks[rescale_at] = StochasticDepthBlock(
+            norm, 0.3, mode="subset", rescale_at=rescale_at, seed=4
+        )
+        blocks[rescale_at](x)
+        residuals[rescale_at] = to_numpy(norm(x, training=False))  # about x + 1
+
+    def frequencies(rate, batch, calls):
+        """Per block, the fraction of `calls` x `batch` samples dropped."""
+        found = []
+        with monte_carlo_scope():
+            for rescale_at, block in blocks.items():
+                scale = 1.0 / (1.0 - rate) if rescale_at == "training" else 1.0
+                kept = x[:batch] + scale * residuals[rescale_at][:batch]
+                outputs = [
+                    to_numpy(block(x[:batch], training=False)) for _ in range(calls)
+                ]
+                drops = [np.all(np.isclose(y, x[:batch]), axis=1) for y in outputs]
+                keeps = [np.all(np.isclose(y, kept), axis=1) for y in outputs]
+                assert np.all(np.logical_xor(drops, keeps))
+                found.append(np.mean(drops))
+        return found
+
+    # 200 draws per block and case: 4 standard deviations are 0.13.
+    for frequency in frequencies(0.3, 1, 200) + frequencies(0.3, 2, 100):
+        assert abs(frequency - 0.3) < 0.13, frequency
+    for block in blocks.values():
+        block._set_current_strength(0.7)  # as DropRateScheduler does
+    for frequency in frequencies(0.7, 1, 200):
+        assert abs(frequency - 0.7) < 0.13, frequency
+
+
 def test_seeds_are_reproducible():
     x = np.random.default_rng(0).normal(size=(BATCH, WIDTH)).astype("float32")
 
@@ -304,8 +346,8 @@ def test_unknown_batch_size_gives_a_run_time_k():
     "jax", reason="a batch size that is a symbol is JAX's shape polymorphism"
 )
 def test_symbolic_batch_size_keeps_the_branch_of_exactly_k_samples():
-    # jax.export with a polymorphic batch, as `model.export` and
-    # `export_monte_carlo` trace: no slice can have k rows there.
+    # jax.export with a polymorphic batch, as `model.export` traces: no
+    # slice can have k rows there.
     import jax
 
     rate = 0.45

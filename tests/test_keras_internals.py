@@ -17,6 +17,7 @@ from keras_drop.layers._keras_internals import (
     graph_calls,
     held_attribute,
     input_signature,
+    predict_batches,
     replace_sublayer,
     sublayers,
     sublayers_in_order,
@@ -249,3 +250,23 @@ def test_input_signature_describes_functional_sequential_and_subclassed():
         (spec,) = input_signature(model)
         spec = keras.tree.flatten(spec)[0]
         assert tuple(spec.shape) == (None, 3)
+
+
+def test_predict_batches_reads_what_predict_reads():
+    import tensorflow as tf
+
+    x = np.arange(10, dtype="float32").reshape(5, 2)
+    batches = list(predict_batches(x, 2))
+    assert [batch.shape for batch in batches] == [(2, 2), (2, 2), (1, 2)]
+    np.testing.assert_array_equal(np.concatenate(batches), x)
+    pair = list(predict_batches((x, x[:, :1]), 4))  # a two-input structure
+    assert [[t.shape for t in batch] for batch in pair] == [
+        [(4, 2), (4, 1)],
+        [(1, 2), (1, 1)],
+    ]
+    # A dataset's own batches, its targets left out.
+    dataset = tf.data.Dataset.from_tensor_slices((x, x[:, 0])).batch(3)
+    assert [batch.shape for batch in predict_batches(dataset, 2)] == [(3, 2), (2, 2)]
+    # `mc_predict` turns this message into its own.
+    with pytest.raises(ValueError, match="Unrecognized data type"):
+        list(predict_batches([[1.0, 2.0]], 2))

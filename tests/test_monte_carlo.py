@@ -12,7 +12,15 @@
 - Seeds reproduce; `fixed_masks` gives duplicated inputs the same outputs;
   batches go through one trace; the model is left unchanged.
 - The exported SavedModel, served with TensorFlow alone, returns the mean
-  and variance of `mc_predict` within 4 sigma.
+  and variance of `mc_predict` within 4 sigma; with several outputs (a
+  list, a dict, of different shapes) one mean and one variance per output.
+- A subset StochasticDepthBlock drops each input with its rate at batch
+  size 1 and 2, for one input and with `fixed_masks`; a rate applied
+  between two calls (as `DropRateScheduler` does) reaches the second.
+- `x` in every form `predict` takes (a tuple, list or dict for two inputs,
+  datasets, generators); clear errors for other forms, an empty `x` and a
+  non-bool `fixed_masks`; samples in chunks of one size, wasting under one
+  pass per chunk.
 """
 
 from __future__ import annotations
@@ -377,3 +385,233 @@ def test_exported_statistics_match_mc_predict(bn_draws, tmp_path):
     )
     assert np.all(np.abs(mean - mc_mean) <= 4 * mean_error)
     assert np.all(np.abs(variance - mc_variance) <= 4 * variance_error)
+
+
+def ones_model() -> keras.Model:
+    """Two heads on zero inputs, each 0 (dropped) or 1.25 (kept, scaled by
+    1 / (1 - 0.2)): a subset block whose branch is constant ones, and a
+    DropPath on ones."""
+    inputs = keras.Input((3,))
+    ones = keras.layers.Dense(3, kernel_initializer="zeros", bias_initializer="ones")
+    block = keras_drop.StochasticDepthBlock(
+        ones, 0.2, mode="subset", rescale_at="training", seed=1, name="block"
+    )
+    drop_path = keras_drop.DropPath(0.2, seed=2, name="drop_path")
+    constant = keras.layers.Dense(
+        3, kernel_initializer="zeros", bias_initializer="ones"
+    )(inputs)
+    return keras.Model(inputs, [block(inputs), drop_path(constant)])
+
+
+@pytest.fixture(scope="module")
+def ones():
+    return ones_model()
+
+
+def dropped(draws: np.ndarray, rate: float) -> np.ndarray:
+    """Whether each (sample, input) was dropped; every entry of an input is
+    0 or the kept value 1 / (1 - rate)."""
+    kept = np.isclose(draws, 1.0 / (1.0 - rate), rtol=1e-5)
+    assert np.all(kept | (draws == 0.0))
+    assert np.all(kept.all(axis=-1) | ~kept.any(axis=-1))  # whole inputs
+    return ~kept[..., 0]
+
+
+@pytest.mark.parametrize(
+    "inputs, samples, options, tolerance",
+    [
+        # Tolerances: about 4 standard deviations of the frequency.
+        (4, 160, dict(batch_size=1), 0.065),  # 640 draws
+        (1, 512, dict(), 0.07),  # one input
+        (4, 160, dict(batch_size=2), 0.065),
+        # One draw per sample, shared by every input: 256 draws.
+        (2, 256, dict(fixed_masks=True), 0.1),
+    ],
+    ids=["batch_size=1", "one input", "batch_size=2", "fixed_masks"],
+)
+def test_subset_block_drops_each_input_with_its_rate_whatever_the_batch(
+    ones, inputs, samples, options, tolerance
+):
+    """k = max(1, floor((1 - rate) B)) kept per batch would never drop a
+    batch of one and drop half of a batch of two at rate 0.2: in a Monte
+    Carlo pass every input's branch is dropped with probability `rate`."""
+    x = np.zeros((inputs, 3), "float32")
+    block_draws, _ = keras_drop.mc_predict(ones, x, samples, seed=0, **options)
+    assert block_draws.shape == (samples, inputs, 3)
+    frequency = dropped(block_draws, 0.2).mean()
+    assert abs(frequency - 0.2) < tolerance, frequency
+    if options.get("fixed_masks"):  # one network per sample
+        assert np.all(block_draws == block_draws[:, :1])
+
+
+def test_the_applied_rate_is_the_one_in_force_when_called(ones):
+    """The rate `DropRateScheduler` applies (the layers' hook), changed
+    between two calls that share a compiled step, reaches the second."""
+    x = np.zeros((8, 3), "float32")
+    layers = [ones.get_layer("block"), ones.get_layer("drop_path")]
+    keras_drop.mc_predict(ones, x, 16, batch_size=2, seed=0)  # compiled at 0.2
+    for layer in layers:
+        layer._set_current_strength(0.7)
+    try:
+        draws = keras_drop.mc_predict(ones, x, 128, batch_size=2, seed=1)
+    finally:
+        for layer in layers:
+            layer._set_current_strength(layer._get_strength())
+    for head in draws:  # 1,024 draws each
+        frequency = dropped(head, 0.7).mean()
+        assert abs(frequency - 0.7) < 0.06, frequency
+
+
+@pytest.mark.backends(*EXPORT_BACKENDS, reason=EXPORT_REASON)
+def test_exported_subset_block_drops_each_served_row_with_its_rate(ones, tmp_path):
+    """Served one row at a time or two, each row's branch is dropped with
+    probability 0.2: its mean is 1.25 (1 - f), its variance
+    1.25**2 f (1 - f) for a drop frequency f near 0.2."""
+    import tensorflow as tf
+
+    samples = 400
+    keras_drop.export_monte_carlo(ones, tmp_path / "mc", samples=samples)
+    artifact = tf.saved_model.load(str(tmp_path / "mc"))
+    for rows in (1, 2):
+        served = artifact.serve(np.zeros((rows, 3), "float32"))
+        for head in (0, 1):  # the block, the DropPath
+            mean = served[f"mean_{head}"].numpy()
+            frequency = 1.0 - mean / 1.25
+            np.testing.assert_allclose(
+                served[f"variance_{head}"].numpy(),
+                1.25**2 * frequency * (1.0 - frequency),
+                rtol=1e-3,
+                atol=1e-5,
+            )
+            # 4 standard deviations of a frequency over 400 draws: 0.08.
+            assert np.all(np.abs(frequency - 0.2) < 0.08), frequency
+
+
+def two_input_model() -> keras.Model:
+    a, b = keras.Input((2,), name="a"), keras.Input((3,), name="b")
+    x = keras.layers.Concatenate()([a, b])
+    x = keras.layers.Dense(4, kernel_initializer="ones")(x)
+    return keras.Model([a, b], keras_drop.DropPath(0.5, seed=3)(x))
+
+
+def test_every_input_form_predict_takes():
+    """A tuple, list or dict of arrays for a two-input model (the model's
+    inputs, not positional arguments), and datasets or generators of
+    batches, targets ignored, all give the arrays' draws."""
+    import tensorflow as tf
+
+    model = two_input_model()
+    rng = np.random.default_rng(0)
+    xa = rng.normal(size=(6, 2)).astype("float32")
+    xb = rng.normal(size=(6, 3)).astype("float32")
+    y = np.zeros((6, 1), "float32")
+
+    def run(x):
+        return keras_drop.mc_predict(model, x, 3, batch_size=4, seed=5)
+
+    reference = run([xa, xb])
+    assert reference.shape == (3, 6, 4)
+    assert not np.allclose(reference[0], reference[1])
+
+    def generator():
+        for start in (0, 4):
+            yield ((xa[start : start + 4], xb[start : start + 4]),)
+
+    forms = {
+        "tuple": (xa, xb),
+        "dict": {"a": xa, "b": xb},
+        "dataset": tf.data.Dataset.from_tensor_slices(((xa, xb), y)).batch(4),
+        # Batches of 6 cut to `batch_size`.
+        "dataset of x": tf.data.Dataset.from_tensor_slices(((xa, xb),)).batch(6),
+        "generator": generator(),
+    }
+    for name, x in forms.items():
+        np.testing.assert_allclose(run(x), reference, rtol=1e-6, err_msg=name)
+
+
+def test_input_and_fixed_masks_errors():
+    model = two_input_model()
+    single = bn_model()
+    with pytest.raises(ValueError, match="`x`.*model.predict"):
+        keras_drop.mc_predict(single, [[1.0, 2.0, 3.0, 4.0]])
+    with pytest.raises(ValueError, match="`x`.*at least one input"):
+        keras_drop.mc_predict(single, np.zeros((0, 4), "float32"))
+    with pytest.raises(ValueError, match="`x`.*at least one input"):
+        keras_drop.mc_predict(
+            model, (np.zeros((0, 2), "float32"), np.zeros((0, 3), "float32"))
+        )
+    with pytest.raises(ValueError, match="`fixed_masks`.*Received: fixed_masks='yes'"):
+        keras_drop.mc_predict(single, far_inputs(4), fixed_masks="yes")
+
+
+@pytest.mark.parametrize("samples, chunks", [(17, [9, 9]), (30, [15, 15])])
+def test_chunks_of_one_size_waste_under_one_pass_each(samples, chunks, monkeypatch):
+    """17 samples run 18 passes (2 x 9: one trace), not two chunks of 16;
+    30 run 30. At most one pass per chunk is computed and dropped."""
+    compiled = keras_drop.monte_carlo._compiled_passes
+    run = []
+
+    def counting(*args):
+        passes, step = compiled(*args)
+
+        def counted(values, states, batch):
+            run.append(len(states[0]))
+            return step(values, states, batch)
+
+        return passes, counted
+
+    monkeypatch.setattr(keras_drop.monte_carlo, "_compiled_passes", counting)
+    model = keras.Sequential([keras.Input((4,)), keras_drop.DropPath(0.5, seed=0)])
+    draws = keras_drop.mc_predict(model, far_inputs(6), samples, batch_size=4, seed=0)
+    assert draws.shape == (samples, 6, 4)
+    assert run == chunks * 2  # two batches
+    assert 0 <= sum(chunks) - samples < len(chunks)
+
+
+def multi_output_model(kind: str) -> keras.Model:
+    """Two heads of different shapes (3 and 2 wide) behind a Dropout and a
+    DropPath, as a list or a dict; NumPy weights."""
+    inputs = keras.Input((4,))
+    h = keras.layers.Dense(6)(inputs)
+    first = keras.layers.Dense(3)(keras.layers.Dropout(0.5, seed=1)(h))
+    second = keras.layers.Dense(2)(keras_drop.DropPath(0.3, seed=2)(h))
+    outputs = [first, second] if kind == "list" else {"p": first, "q": second}
+    model = keras.Model(inputs, outputs)
+    rng = np.random.default_rng(3)
+    for weight in model.trainable_weights:
+        weight.assign(rng.normal(0.0, 0.5, weight.shape).astype("float32"))
+    return model
+
+
+@pytest.mark.backends(*EXPORT_BACKENDS, reason=EXPORT_REASON)
+@pytest.mark.parametrize("kind", ["list", "dict"])
+def test_exported_statistics_of_several_outputs(kind, tmp_path):
+    """One mean and one variance per output, of the output's shape, named by
+    its place in the output structure, each `mc_predict`'s within 4 sigma."""
+    import tensorflow as tf
+
+    model = multi_output_model(kind)
+    x = far_inputs(6)
+    samples = 200
+    keras_drop.export_monte_carlo(model, tmp_path / "mc", samples=samples)
+    artifact = tf.saved_model.load(str(tmp_path / "mc"))
+    served = artifact.serve(x)
+    draws = keras_drop.mc_predict(model, x, 400, batch_size=6, seed=0)
+    keys = [0, 1] if kind == "list" else ["p", "q"]
+    assert sorted(served) == sorted(
+        f"{statistic}_{key}" for statistic in ("mean", "variance") for key in keys
+    )
+    for key, width in zip(keys, (3, 2), strict=True):
+        head = draws[key]
+        mean = served[f"mean_{key}"].numpy()
+        variance = served[f"variance_{key}"].numpy()
+        assert mean.shape == variance.shape == (6, width)
+        mc_mean, mc_variance = head.mean(axis=0), head.var(axis=0)
+        fourth = ((head - mc_mean) ** 4).mean(axis=0)
+        mean_error = np.sqrt(mc_variance / samples + mc_variance / len(head))
+        variance_error = np.sqrt(
+            (fourth - mc_variance**2) / samples + (fourth - mc_variance**2) / len(head)
+        )
+        assert np.all(mc_variance > 0)
+        assert np.all(np.abs(mean - mc_mean) <= 4 * mean_error + 1e-6)
+        assert np.all(np.abs(variance - mc_variance) <= 4 * variance_error + 1e-6)

@@ -61,12 +61,19 @@ walks of `recalibrate_batchnorm`, `variance_shift` and `DropRateScheduler`.
    with `keras.src.export.export_utils.get_input_signature`, which
    `export_monte_carlo` reuses for its own serving function.
 
+9. Read the inputs `model.predict` reads (arrays and structures of them,
+   `tf.data.Dataset`, Python generators, `keras.utils.PyDataset`, torch
+   `DataLoader`), batch by batch, for `mc_predict`: Keras' own
+   `get_data_adapter` tells them apart and iterates them for `predict`,
+   and no public name exports it.
+
 All are exercised by `tests/test_keras_internals.py`, which fails if a
 Keras release moves them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import keras
@@ -74,6 +81,7 @@ from keras.src.backend.common import global_state
 from keras.src.export.export_utils import get_input_signature
 from keras.src.models.functional import Functional
 from keras.src.ops.numpy import Add as AddOperation
+from keras.src.trainers.data_adapters import get_data_adapter
 
 try:
     from keras.src.layers.preprocessing.data_layer import DataLayer
@@ -92,6 +100,7 @@ __all__ = [
     "graph_calls",
     "held_attribute",
     "input_signature",
+    "predict_batches",
     "replace_sublayer",
     "sublayers",
     "sublayers_in_order",
@@ -212,3 +221,18 @@ def held_attribute(layer: Any, attribute: str) -> Any:
 def input_signature(model: Any) -> list[Any]:
     """The positional input specs `model.export` would serve `model` with."""
     return list(get_input_signature(model))
+
+
+def predict_batches(x: Any, batch_size: int) -> Iterator[Any]:
+    """The batches of inputs `model.predict(x, batch_size=batch_size)`
+    would run, as NumPy arrays (or structures of them, as the model takes).
+
+    An array, or a structure of arrays, is cut into batches of
+    `batch_size` rows; a dataset, generator or `PyDataset` yields its own
+    batches, whose targets and sample weights (`(x, y)`, `(x, y, w)`) are
+    left out. Anything else raises the `ValueError` of Keras' `predict`.
+    """
+    adapter = get_data_adapter(x, batch_size=batch_size, shuffle=False)
+    for data in adapter.get_numpy_iterator():
+        inputs, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+        yield inputs

@@ -248,6 +248,16 @@ class StochasticDepthBlock(RateLayer):
 
     `rate` is schedulable like every keras_drop rate (`DropRateScheduler`).
 
+    Monte Carlo inference (`keras_drop.mc_predict`, `export_monte_carlo`)
+    drops the branch at inference, with the branch's BatchNormalization on
+    its moving statistics. There `mode="subset"` acts per sample, as
+    `StochasticDepth(mode="row")`: each input's branch is dropped with
+    probability `rate` (the applied rate, read from the rate variable) and
+    a kept one is scaled by 1 / (1 - rate) with `rescale_at="training"`,
+    whatever the batch; k kept samples per batch would make an input's
+    drop probability depend on how many inputs share its batch (a batch
+    of one would never drop).
+
     A TensorFlow limitation of `mode="batch"`: under XLA
     (`jit_compile=True`, and `"auto"` picks XLA), TensorFlow cannot
     compile the gradient of a conditional
@@ -439,6 +449,20 @@ class StochasticDepthBlock(RateLayer):
             if self.rescale_at == "training":
                 return shortcut + residual
             return shortcut + residual * ops.cast(1.0 - rate, residual.dtype)
+        if self.mode == "subset" and not training:
+            # A Monte Carlo pass (it drops at inference only there): k would
+            # depend on how many inputs share the batch (a batch of one never
+            # drops), so each sample keeps its branch with probability
+            # 1 - rate, as in row mode, at the rate variable's value (no
+            # retrace for a scheduled rate). BatchNorm stays at inference.
+            return drop_ops.stochastic_depth(
+                shortcut,
+                self.residual(inputs, training=False),
+                rate,
+                mode="row",
+                scale_by_keep=self.rescale_at == "training",
+                seed=self.seed_generator,
+            )
         if self.mode == "subset":
             batch_size = inputs.shape[0]
             # A symbolic batch size (JAX shape inference or export) traces
