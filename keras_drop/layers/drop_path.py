@@ -472,9 +472,7 @@ class StochasticDepthBlock(RateLayer):
             self._warn_if_batch_skews_rate(batch_size, training)
             return drop_ops.drop_path_subset(
                 inputs,
-                # False in a Monte Carlo pass: BatchNorm in the branch stays
-                # at inference there, as in `_add_branch_if`.
-                lambda subset: self.residual(subset, training=bool(training)),
+                lambda subset: self.residual(subset, training=True),
                 self._subset.rate,
                 shortcut=shortcut,
                 scale_by_keep=self.rescale_at == "training",
