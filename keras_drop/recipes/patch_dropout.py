@@ -214,11 +214,15 @@ def _into_vit_encoders(
         copy.trainable = False
     prefix = _vit_prefix(copy) if num_prefix_tokens is None else num_prefix_tokens
     inserted, replaced = [], {}
+    # The copy is built from the model's config, so its encoders hold
+    # keras-hub's own input dropout: a PatchDropout of an earlier call is
+    # not carried over (it is replaced, never stacked).
+    originals = _vit_encoders(model)
     for index, encoder in enumerate(_vit_encoders(copy)):
         dropout = held_attribute(encoder, "dropout")
-        old = None
-        if isinstance(dropout, _TokenDropout):  # from an earlier call
-            old, dropout = dropout.patch_dropout, dropout.dropout
+        if isinstance(dropout, _TokenDropout):
+            dropout = dropout.dropout
+        old = held_attribute(originals[index], "dropout")
         patch_dropout = PatchDropout(
             rate,
             num_prefix_tokens=prefix,
@@ -230,7 +234,7 @@ def _into_vit_encoders(
         token_dropout.build(encoder.get_build_config()["input_shape"])
         replace_sublayer(encoder, "dropout", token_dropout)
         where = f"{encoder.path}/dropout"
-        if old is None:
+        if not isinstance(old, _TokenDropout):
             inserted.append(where)
         else:
             replaced[where] = patch_dropout.name
