@@ -1,6 +1,7 @@
 """keras_drop layers, one module per family."""
 
 from keras_drop.layers.cutout import Cutout
+from keras_drop.layers.depth import JoinDropPath, LayerDrop
 from keras_drop.layers.drop_connect import DropConnectDense
 from keras_drop.layers.drop_path import (
     DropPath,
@@ -18,6 +19,8 @@ __all__ = [
     "DropBlock3D",
     "DropConnectDense",
     "DropPath",
+    "JoinDropPath",
+    "LayerDrop",
     "StochasticDepth",
     "StochasticDepthBlock",
     "UniformDropout",

@@ -60,6 +60,14 @@ walks of `recalibrate_batchnorm`, `variance_shift` and `DropRateScheduler`.
    with `keras.src.export.export_utils.get_input_signature`, which
    `export_monte_carlo` reuses for its own serving function.
 
+9. Pass a wrapped layer's call arguments through a wrapper
+   (`LayerDrop`). `Layer.__call__` binds the arguments to the wrapper's
+   own `call` signature (the private `_call_signature`) and refuses a
+   `**kwargs` that mixes tensors and other values (`padding_mask=mask,
+   use_causal_mask=True`), so the wrapper binds them to the wrapped
+   layer's signature instead (`call_like`): each argument is then checked
+   on its own, as the wrapped layer's own `__call__` checks it.
+
 All are exercised by `tests/test_keras_internals.py`, which fails if a
 Keras release moves them.
 """
@@ -85,6 +93,7 @@ __all__ = [
     "AddOperation",
     "DataLayer",
     "Functional",
+    "call_like",
     "called_on_its_own",
     "functional_graph",
     "graph_calls",
@@ -197,3 +206,11 @@ def held_attribute(layer: Any, attribute: str) -> Any:
 def input_signature(model: Any) -> list[Any]:
     """The positional input specs `model.export` would serve `model` with."""
     return list(get_input_signature(model))
+
+
+def call_like(wrapper: Any, layer: Any) -> None:
+    """Makes `wrapper.__call__` bind its arguments as `layer`'s does.
+    `wrapper.call` must accept them (`inputs, *args, training, **kwargs`);
+    `training` reaches it whether `layer` takes one or not (Keras strips
+    it from the binding and passes it to a `call` that names it)."""
+    wrapper._call_signature = layer._call_signature
