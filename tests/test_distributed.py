@@ -40,12 +40,18 @@ PER_SAMPLE = [
     "DropPath",
     "StochasticDepth(row)",
     "UniformDropout",
+    "JoinDropPath",
     # k samples get the branch: k of each replica's batch (MirroredStrategy),
     # k of the global batch (DataParallel).
     "StochasticDepthBlock(subset)",
 ]
 # One draw per batch: a kernel mask, or a branch kept or skipped.
-PER_BATCH = ["StochasticDepth(batch)", "StochasticDepthBlock", "DropConnectDense"]
+PER_BATCH = [
+    "StochasticDepth(batch)",
+    "StochasticDepthBlock",
+    "LayerDrop",
+    "DropConnectDense",
+]
 PER_REPLICA = 4  # samples per replica in a step
 STEPS = 16  # global batches compared
 
@@ -90,6 +96,11 @@ def probes() -> dict:
             ),
             images,
         ),
+        "LayerDrop": (
+            keras_drop.LayerDrop(every_layer.conv_bn(2), 0.5, seed=13),
+            images,
+        ),
+        "JoinDropPath": (Joined(keras_drop.JoinDropPath(0.5, seed=14)), vectors),
         # Rows of the identity: the output is the dropped kernel itself.
         "DropConnectDense": (
             keras_drop.DropConnectDense(
@@ -109,6 +120,17 @@ class OnResidual(keras.layers.Layer):
 
     def call(self, inputs, training=None):
         return self.layer([ops.zeros_like(inputs), inputs], training=training)
+
+
+class Joined(keras.layers.Layer):
+    """`JoinDropPath([x, 3 x])`: x, 2 x or 3 x shows which inputs it kept."""
+
+    def __init__(self, layer, **kwargs):
+        super().__init__(**kwargs)
+        self.layer = layer
+
+    def call(self, inputs, training=None):
+        return self.layer([inputs, 3.0 * inputs], training=training)
 
 
 class Scale(keras.layers.Layer):

@@ -39,12 +39,16 @@ class LayerDrop(RateLayer):
     gradient and the losses it adds count only on kept steps, all as in
     `StochasticDepthBlock(mode="batch")`, whose machinery this layer shares
     (JAX on CPU computes the layer and selects, for the reason given
-    there). The same TensorFlow limit applies: under XLA
-    (`jit_compile=True`, or `"auto"`) TensorFlow cannot compile the
-    gradient of a conditional whose branch computes shapes at run time,
-    which a `Dense` on token sequences of unknown batch size does, so a
-    wrapped transformer block needs `jit_compile=False` on TensorFlow.
-    JAX and PyTorch have no such limit.
+    there).
+
+    TensorFlow with XLA (`jit_compile=True`): `StochasticDepthBlock`
+    records that XLA failed to compile the gradient of a conditional whose
+    branch computes shapes at run time ("must be a compile-time constant",
+    a `Dense` on token sequences of unknown batch size). With TensorFlow
+    2.21 and Keras 3.15 a wrapped transformer block (attention with a
+    padding mask, a `Dense` MLP on the tokens) compiles and trains under
+    XLA (tested); should a TensorFlow version fail there, compile with
+    `jit_compile=False`.
 
     Extra call arguments (`padding_mask`, `attention_mask`, any keyword
     argument) and `training` are passed to the wrapped layer. The output
