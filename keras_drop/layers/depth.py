@@ -175,17 +175,17 @@ class JoinDropPath(RateLayer):
     sample of the batch; `per_sample=False` draws once for the whole batch,
     as the authors' Caffe layer does.
 
-    Global drop path (the paper trains half its mini-batches with one
-    column of the whole fractal kept) is not this layer's: it needs every
-    join of a block to agree on one column, drawn once per step and per
-    sample. Keras' random ops draw afresh at every call (a shared
-    `SeedGenerator` advances between joins), so joins cannot agree without
-    a draw made once per step and read by all of them, and each join would
-    also have to know which columns its inputs come from (joins of a
-    fractal block have different widths). Training a single column alone
-    is what global drop path does to a sample; local drop path with
-    `JoinDropPath` is the part the paper finds essential for the columns
-    to stay strong on their own.
+    Global drop path (the paper's other half: one column of the whole
+    fractal kept for a mini-batch) is not this layer's. Every join would
+    have to agree on one column for the step, and Keras' random ops draw
+    afresh at every call (a `SeedGenerator` shared by joins advances
+    between them), so the joins would need a draw made once per step and
+    read by all, and each join would have to know which columns its inputs
+    come from (a fractal block's joins have different widths). What to use
+    instead: a column is a chain of its own layers; calling the same layer
+    objects in order, without the joins, in a second functional model
+    gives that column as a model sharing the fractal's weights, to train
+    on the batches given to global drop path.
 
     Args:
         rate: float in [0, 1), the probability that an input is dropped.
@@ -238,7 +238,9 @@ class JoinDropPath(RateLayer):
         self.built = True
 
     def call(self, inputs, training=False):
-        if not isinstance(inputs, (list, tuple)):
+        if isinstance(inputs, (list, tuple)):
+            _check_join_shapes([tuple(x.shape) for x in inputs])
+        else:
             _check_join_shapes(tuple(inputs.shape))
         n = len(inputs)
         dtype = inputs[0].dtype
@@ -254,11 +256,12 @@ class JoinDropPath(RateLayer):
         )
         none_kept = ops.logical_not(ops.any(kept, axis=1, keepdims=True))
         kept = ops.logical_or(kept, ops.logical_and(none_kept, revived > 0.5))
-        # (B or 1, n) masks, broadcast over each input's other axes.
-        mask = ops.reshape(
-            ops.cast(kept, dtype), (shape[0], n) + (1,) * (len(inputs[0].shape) - 1)
-        )
-        count = ops.sum(mask, axis=1)
+        # (B or 1, n) masks, broadcast over each input's other axes; the
+        # count (1 to n) summed in float32.
+        broadcast = (shape[0], n) + (1,) * (len(inputs[0].shape) - 1)
+        mask = ops.reshape(ops.cast(kept, dtype), broadcast)
+        count = ops.sum(ops.cast(kept, "float32"), axis=1, keepdims=True)
+        count = ops.cast(ops.reshape(count, broadcast[:1] + broadcast[2:]), dtype)
         return _sum([x * mask[:, i] for i, x in enumerate(inputs)]) / count
 
     def compute_output_shape(self, input_shape):
