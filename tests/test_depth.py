@@ -1,6 +1,7 @@
 """LayerDrop and JoinDropPath: behaviour, measured."""
 
 import json
+import warnings
 
 import keras
 import numpy as np
@@ -157,6 +158,25 @@ def test_layer_drop_passes_extra_arguments_and_training_to_the_layer():
     )
     np.testing.assert_array_equal(
         to_numpy(model.predict([x, mask], verbose=0)), x * mask[..., None]
+    )
+
+
+def test_layer_drop_lets_a_keras_mask_flow_as_the_layer_does():
+    # Pooling after the layer averages the unmasked tokens only when the
+    # `Embedding`'s mask reaches it.
+    tokens = keras.Input((4,), dtype="int32")
+    embedded = keras.layers.Embedding(10, CHANNELS, mask_zero=True)(tokens)
+    dense = keras.layers.Dense(CHANNELS)
+    pool = keras.layers.GlobalAveragePooling1D()
+    plain = keras.Model(tokens, pool(dense(embedded)))
+    with warnings.catch_warnings():
+        # Keras warns when a layer that does not support masking drops one.
+        warnings.simplefilter("error")
+        drop = LayerDrop(dense, 0.5, seed=0)
+        wrapped = keras.Model(tokens, pool(drop(embedded)))
+    ids = np.array([[1, 2, 0, 0], [3, 4, 5, 0]], "int32")
+    np.testing.assert_array_equal(
+        to_numpy(wrapped(ids, training=False)), to_numpy(plain(ids, training=False))
     )
 
 

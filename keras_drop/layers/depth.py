@@ -51,7 +51,8 @@ class LayerDrop(RateLayer):
     `jit_compile=False`.
 
     Extra call arguments (`padding_mask`, `attention_mask`, any keyword
-    argument) and `training` are passed to the wrapped layer. The output
+    argument) and `training` are passed to the wrapped layer, and a Keras
+    mask passes through where the wrapped layer supports masking. The output
     has the input's dtype (a cast of the layer's output if its dtype
     policy differs from this layer's: a skipped step returns the input).
     The wrapped layer is `layer`, for tools that prune the model.
@@ -99,8 +100,10 @@ class LayerDrop(RateLayer):
         **kwargs: Any,
     ):
         super().__init__(rate, seed=seed, **kwargs)
-        self.supports_masking = False
         self.layer = _validate_sublayer(layer, "layer")
+        # A Keras mask (`Embedding(mask_zero=True)`) passes through where
+        # the layer lets it (a layer that keeps the shape keeps the mask).
+        self.supports_masking = self.layer.supports_masking
         # Keras binds call arguments to `call`'s signature and refuses a
         # `**kwargs` mixing tensors and other values (`padding_mask=mask,
         # use_causal_mask=True`): bind them as the wrapped layer does.
