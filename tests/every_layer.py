@@ -7,7 +7,8 @@ that takes one input) and a subclassed model. `functional_twin` builds,
 from the same layer objects, the functional model with every keras_drop
 layer replaced by what its inference documents (the identity; the
 rescaled sum for Stochastic Depth with `rescale_at="inference"`; `Dense`
-for `DropConnectDense`).
+for `DropConnectDense`; the wrapped layer for `LayerDrop`; the mean for
+`JoinDropPath`).
 
 Run as a script, it is the fresh process that reloads saved models with
 nothing but `import keras_drop` (and this module, for the subclassed
@@ -94,6 +95,9 @@ def _layers() -> dict[str, keras.layers.Layer]:
             seed=17,
             name="drop_block_projection",
         ),
+        keras_drop.LayerDrop(conv_bn(6), 0.25, seed=24, name="drop_layer"),
+        keras.layers.Conv2D(6, 1, name="conv5"),
+        keras_drop.JoinDropPath(0.2, seed=25, name="drop_join"),
         keras.layers.Permute((3, 1, 2), name="channels_first"),
         keras_drop.DropBlock2D(
             0.1,
@@ -153,6 +157,12 @@ def _forward(x: Any, layer: dict[str, Any], plain: bool) -> Any:
         x = keras.layers.Add()([block.shortcut(x), block.residual(x)])
     else:
         x = block(x)
+    x = layer["drop_layer"].layer(x) if plain else layer["drop_layer"](x)
+    branch = layer["conv5"](x)
+    if plain:
+        x = keras.layers.Average()([x, branch])
+    else:
+        x = layer["drop_join"]([x, branch])
     x = drop("drop_block_first", layer["channels_first"](x))
     # Token dropout changes the token count: a branch of its own, pooled.
     # Few tokens (2 + 4), so that a scheduled rate changes k seldom.
@@ -208,6 +218,7 @@ def sequential_model() -> keras.Sequential:
                 conv_bn(4), 0.4, mode="subset", rescale_at="training", seed=43
             ),
             keras_drop.DropPath(0.2, seed=44),
+            keras_drop.LayerDrop(conv_bn(4), 0.3, seed=49),
             keras_drop.UniformDropout(0.25, seed=45),
             keras.layers.Reshape((64, 4)),
             keras_drop.DropBlock1D(0.1, 5, shared_channels=True, seed=46),
@@ -250,6 +261,12 @@ class EveryLayerModel(keras.Model):
             name="block",
         )
         self.drop_path = keras_drop.DropPath(rate, seed=35, name="drop_path")
+        self.layer_drop = keras_drop.LayerDrop(
+            conv_bn(4, name="layer_drop_branch"), rate, seed=39, name="layer_drop"
+        )
+        self.join = keras_drop.JoinDropPath(
+            rate, per_sample=False, seed=40, name="join"
+        )
         self.uniform = keras_drop.UniformDropout(2 * rate, seed=36, name="uniform")
         self.drop_block_1d = keras_drop.DropBlock1D(
             rate, 3, shared_channels=True, seed=37, name="drop_block_1d"
@@ -265,6 +282,7 @@ class EveryLayerModel(keras.Model):
         x = self.depth([x, self.branch(x, training=training)], training=training)
         x = self.block(x, training=training)
         x = x + self.drop_path(x, training=training)
+        x = self.join([x, self.layer_drop(x, training=training)], training=training)
         x = self.uniform(x, training=training)
         x = ops.reshape(x, (-1, 64, 4))
         x = self.drop_block_1d(x, training=training)

@@ -28,6 +28,13 @@ def _stochastic_depth_model(layer):
     return keras.Model(inputs, layer([hidden * 0.0, hidden])), zero_fraction
 
 
+def _join_model(layer):
+    # [0, x]: the output is 0 where the zero input was kept alone.
+    inputs = keras.Input((16,))
+    hidden = Ones()(inputs)
+    return keras.Model(inputs, layer([hidden * 0.0, hidden])), zero_fraction
+
+
 def _drop_connect_model(layer):
     # Inputs are one-hot rows, so the outputs are the dropped kernel's rows.
     inputs = keras.Input((16,))
@@ -39,7 +46,9 @@ def _uniform_model(layer):
     return keras.Model(inputs, layer(Ones()(inputs))), _variance
 
 
-# (layer factory, model builder, inputs, loss as a function of the strength)
+# (layer factory, model builder, inputs, loss as a function of the strength).
+# LayerDrop draws once per batch, too few draws in these few steps: its rate
+# is assigned after compile over 300 steps in tests/test_depth.py.
 CASES = {
     "DropPath": (
         lambda s: keras_drop.DropPath(s, seed=0),
@@ -52,6 +61,14 @@ CASES = {
         _stochastic_depth_model,
         np.ones((2048, 16), "float32"),
         lambda s: s,
+    ),
+    # P(the zero input kept alone) = s (1 - s) + s**2 / 2 (both dropped, it
+    # is revived half the time).
+    "JoinDropPath": (
+        lambda s: keras_drop.JoinDropPath(s, seed=0),
+        _join_model,
+        np.ones((2048, 16), "float32"),
+        lambda s: s - s**2 / 2,
     ),
     "DropConnectDense": (
         lambda s: keras_drop.DropConnectDense(
@@ -98,7 +115,7 @@ def test_scheduler_hook_changes_applied_strength_not_config(name):
     layer = factory(0.3)
     reference = factory(0.0)
     inputs = x[:64]
-    if name == "StochasticDepth":
+    if name in ("StochasticDepth", "JoinDropPath"):
         inputs = [inputs, inputs]
     layer._set_current_strength(0.0)
     if name == "DropConnectDense":
@@ -116,7 +133,8 @@ def test_scheduler_hook_changes_applied_strength_not_config(name):
 def test_strength_variable_is_state_not_a_weight(name):
     factory, _, x, _ = CASES[name]
     layer = factory(0.3)
-    layer.build([x.shape, x.shape] if name == "StochasticDepth" else x.shape)
+    two_inputs = name in ("StochasticDepth", "JoinDropPath")
+    layer.build([x.shape, x.shape] if two_inputs else x.shape)
     assert isinstance(layer, ScheduledStrength)
     assert not any("current_" in w.path for w in layer.weights)
     assert any(f"current_{layer._strength_name}" in v.path for v in layer.variables)

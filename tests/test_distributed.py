@@ -40,13 +40,19 @@ PER_SAMPLE = [
     "DropPath",
     "StochasticDepth(row)",
     "UniformDropout",
+    "JoinDropPath",
     # k samples get the branch: k of each replica's batch (MirroredStrategy),
     # k of the global batch (DataParallel).
     "StochasticDepthBlock(subset)",
     "PatchDropout",
 ]
 # One draw per batch: a kernel mask, or a branch kept or skipped.
-PER_BATCH = ["StochasticDepth(batch)", "StochasticDepthBlock", "DropConnectDense"]
+PER_BATCH = [
+    "StochasticDepth(batch)",
+    "StochasticDepthBlock",
+    "LayerDrop",
+    "DropConnectDense",
+]
 PER_REPLICA = 4  # samples per replica in a step
 STEPS = 16  # global batches compared
 
@@ -99,6 +105,11 @@ def probes() -> dict:
                 (PER_REPLICA, 9, 2),
             ).copy(),
         ),
+        "LayerDrop": (
+            keras_drop.LayerDrop(every_layer.conv_bn(2), 0.5, seed=13),
+            images,
+        ),
+        "JoinDropPath": (Joined(keras_drop.JoinDropPath(0.5, seed=14)), vectors),
         # Rows of the identity: the output is the dropped kernel itself.
         "DropConnectDense": (
             keras_drop.DropConnectDense(
@@ -135,6 +146,17 @@ class KeptTokens(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return input_shape
+
+
+class Joined(keras.layers.Layer):
+    """`JoinDropPath([x, 3 x])`: x, 2 x or 3 x shows which inputs it kept."""
+
+    def __init__(self, layer, **kwargs):
+        super().__init__(**kwargs)
+        self.layer = layer
+
+    def call(self, inputs, training=None):
+        return self.layer([inputs, 3.0 * inputs], training=training)
 
 
 class Scale(keras.layers.Layer):

@@ -11,6 +11,7 @@ from keras_drop.layers._keras_internals import (
     AddOperation,
     DataLayer,
     Functional,
+    call_like,
     called_on_its_own,
     functional_graph,
     graph_call_inputs,
@@ -270,3 +271,39 @@ def test_predict_batches_reads_what_predict_reads():
     # `mc_predict` turns this message into its own.
     with pytest.raises(ValueError, match="Unrecognized data type"):
         list(predict_batches([[1.0, 2.0]], 2))
+
+
+class Options(keras.layers.Layer):
+    def call(self, inputs, padding_mask=None, flip=False):
+        outputs = -inputs if flip else inputs
+        return outputs * ops.cast(padding_mask[:, :, None], outputs.dtype)
+
+
+class Wrapper(keras.layers.Layer):
+    def __init__(self, layer, **kwargs):
+        super().__init__(**kwargs)
+        self.layer = layer
+
+    def call(self, inputs, *args, training=None, **kwargs):
+        self.training_seen = training
+        return self.layer(inputs, *args, **kwargs)
+
+
+def test_call_like_binds_a_wrapper_call_as_the_wrapped_layer_binds_it():
+    x = np.ones((2, 3, 1), "float32")
+    mask = np.array([[True, False, True], [False, True, True]])
+    expected = -x * mask[:, :, None]
+    # A tensor and a Python value among one `**kwargs`: Keras refuses them.
+    with pytest.raises(ValueError, match="cannot mix tensors and non-tensors"):
+        Wrapper(Options())(x, padding_mask=mask, flip=True)
+    wrapper = Wrapper(Options())
+    call_like(wrapper, wrapper.layer)
+    np.testing.assert_array_equal(
+        ops.convert_to_numpy(wrapper(x, padding_mask=mask, flip=True)), expected
+    )
+    # `training` still reaches the wrapper, which the layer does not take.
+    np.testing.assert_array_equal(
+        ops.convert_to_numpy(wrapper(x, padding_mask=mask, flip=True, training=True)),
+        expected,
+    )
+    assert wrapper.training_seen is True

@@ -94,6 +94,8 @@ def test_every_public_name_at_work(tmp_path):
     h = keras_drop.StochasticDepthBlock(
         keras.layers.Conv2D(4, 3, padding="same"), 0.2, seed=5
     )(h)
+    h = keras_drop.LayerDrop(keras.layers.Conv2D(4, 3, padding="same"), 0.2, seed=9)(h)
+    h = keras_drop.JoinDropPath(0.2, seed=10)([h, branch])
     seq = keras.layers.Reshape((8, 32))(h)
     seq = keras_drop.DropBlock1D(0.1, 2, seed=6)(seq)
     vol = keras.layers.Reshape((2, 4, 4, 8))(seq)
@@ -114,6 +116,8 @@ def test_every_public_name_at_work(tmp_path):
         "DropPath",
         "StochasticDepth",
         "StochasticDepthBlock",
+        "LayerDrop",
+        "JoinDropPath",
         "DropConnectDense",
         "PatchDropout",
     }

@@ -734,6 +734,16 @@ CALLS = {
             seed=bad_seeds,
         ),
     ),
+    "LayerDrop": (
+        keras_drop.LayerDrop,
+        dict(layer=keras.layers.Identity(), rate=0.1),
+        dict(layer=not_a_number, rate=bad_rates, seed=bad_seeds),
+    ),
+    "JoinDropPath": (
+        keras_drop.JoinDropPath,
+        dict(rate=0.1),
+        dict(rate=bad_rates, per_sample=bad_bools, seed=bad_seeds),
+    ),
     "DropConnectDense": (
         keras_drop.DropConnectDense,
         dict(units=2, rate=0.1),

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 from keras import layers
 
-import keras_drop
 from keras_drop import PatchDropout, add_patch_dropout
 from keras_drop.layers._keras_internals import sublayers
 from tests.helpers import JIT_COMPILE, bits, to_numpy

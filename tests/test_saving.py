@@ -138,6 +138,8 @@ def test_models_hold_every_layer_with_several_instances(saved):
             "DropConnectDense",
             "DropPath",
             "PatchDropout",
+            "JoinDropPath",
+            "LayerDrop",
             "StochasticDepth",
             "StochasticDepthBlock",
             "UniformDropout",
@@ -279,6 +281,8 @@ def _garbled_copy(source, target, layer_name, key, value):
         ("drop_block_first", "data_format", "NCHW"),
         ("drop_cutout", "length", -3),
         ("drop_depth_row", "mode", "sideways"),
+        ("drop_layer", "rate", 1.5),
+        ("drop_join", "per_sample", "yes"),
     ],
 )
 def test_garbled_config_fails_to_load_naming_the_argument(

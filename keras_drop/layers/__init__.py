@@ -1,6 +1,7 @@
 """keras_drop layers, one module per family."""
 
 from keras_drop.layers.cutout import Cutout
+from keras_drop.layers.depth import JoinDropPath, LayerDrop
 from keras_drop.layers.drop_connect import DropConnectDense
 from keras_drop.layers.drop_path import (
     DropPath,
@@ -20,6 +21,8 @@ __all__ = [
     "DropConnectDense",
     "DropPath",
     "PatchDropout",
+    "JoinDropPath",
+    "LayerDrop",
     "StochasticDepth",
     "StochasticDepthBlock",
     "UniformDropout",

@@ -67,6 +67,14 @@ walks of `recalibrate_batchnorm`, `variance_shift` and `DropRateScheduler`.
    `get_data_adapter` tells them apart and iterates them for `predict`,
    and no public name exports it.
 
+10. Pass a wrapped layer's call arguments through a wrapper
+    (`LayerDrop`). `Layer.__call__` binds the arguments to the wrapper's
+    own `call` signature (the private `_call_signature`) and refuses a
+    `**kwargs` that mixes tensors and other values (`padding_mask=mask,
+    use_causal_mask=True`), so the wrapper binds them to the wrapped
+    layer's signature instead (`call_like`): each argument is then checked
+    on its own, as the wrapped layer's own `__call__` checks it.
+
 All are exercised by `tests/test_keras_internals.py`, which fails if a
 Keras release moves them.
 """
@@ -94,6 +102,7 @@ __all__ = [
     "AddOperation",
     "DataLayer",
     "Functional",
+    "call_like",
     "called_on_its_own",
     "functional_graph",
     "graph_call_inputs",
@@ -236,3 +245,11 @@ def predict_batches(x: Any, batch_size: int) -> Iterator[Any]:
     for data in adapter.get_numpy_iterator():
         inputs, _, _ = keras.utils.unpack_x_y_sample_weight(data)
         yield inputs
+
+
+def call_like(wrapper: Any, layer: Any) -> None:
+    """Makes `wrapper.__call__` bind its arguments as `layer`'s does.
+    `wrapper.call` must accept them (`inputs, *args, training, **kwargs`);
+    `training` reaches it whether `layer` takes one or not (Keras strips
+    it from the binding and passes it to a `call` that names it)."""
+    wrapper._call_signature = layer._call_signature

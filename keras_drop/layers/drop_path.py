@@ -514,54 +514,14 @@ class StochasticDepthBlock(RateLayer):
         computing the branch only when kept and updating its state only
         then. The branch gets `training` (false in a Monte Carlo pass, where
         only the drop is random)."""
-        branch = self.residual
-        variables = branch.variables
-        values = [variable.value for variable in variables]
-        state = branch.non_trainable_variables
-        state_values = [variable.value for variable in state]
-        adds_losses = []
 
-        def kept():
-            with keras.StatelessScope(
-                state_mapping=list(zip(variables, values, strict=True)),
-                collect_losses=True,
-            ) as scope:
-                residual = branch(inputs, training=bool(training))
+        def add_branch():
+            residual = self.residual(inputs, training=bool(training))
             if scale is not None:
                 residual = residual * ops.cast(scale, residual.dtype)
-            updated = [ops.cast(scope.get_current_value(v), v.dtype) for v in state]
-            adds_losses.append(bool(scope.losses))
-            return shortcut + residual, updated, _total(scope.losses)
+            return shortcut + residual
 
-        def skipped():
-            outputs = shortcut
-            if keras.backend.backend() == "torch":
-                # Eager autograd only reaches weights the loss depends on: a
-                # zero-weighted term gives the branch's weights the zero
-                # gradient TensorFlow and JAX give them through the
-                # conditional (and a loss that requires a gradient when
-                # every block of a step is skipped).
-                outputs = outputs + _zero_term(
-                    [v.value for v in branch.trainable_variables], outputs.dtype
-                )
-            return outputs, state_values, _total([])
-
-        if _conditional_is_slow():
-            # The same result, state and gradients, without the skip.
-            outputs, updated, loss = kept()
-            outputs = ops.where(keep, outputs, shortcut)
-            updated = [
-                ops.where(keep, new, old)
-                for new, old in zip(updated, state_values, strict=True)
-            ]
-            loss = ops.where(keep, loss, 0.0)
-        else:
-            outputs, updated, loss = ops.cond(keep, kept, skipped)
-        for variable, value in zip(state, updated, strict=True):
-            variable.assign(value)
-        if any(adds_losses):
-            self.add_loss(loss)
-        return outputs
+        return _run_branch_if(self, self.residual, keep, add_branch, shortcut)
 
     def _set_strength(self, value: Any) -> None:
         super()._set_strength(value)
@@ -632,6 +592,66 @@ class _SubsetState:
             ):
                 self.stale = True
         self.rate = rate
+
+
+def _run_branch_if(
+    owner: keras.layers.Layer,
+    branch: keras.layers.Layer,
+    keep: Any,
+    run: Any,
+    skipped_outputs: Any,
+) -> Any:
+    """`run()` if `keep`, else `skipped_outputs`, where `run` calls `branch`:
+    the branch is computed only when kept (a real conditional) and its
+    non-trainable state (BatchNormalization statistics, seed states) is
+    updated only then. Losses the branch adds are added to `owner` on kept
+    steps. `run()` must return a tensor of `skipped_outputs`' shape and
+    dtype."""
+    variables = branch.variables
+    values = [variable.value for variable in variables]
+    state = branch.non_trainable_variables
+    state_values = [variable.value for variable in state]
+    adds_losses = []
+
+    def kept():
+        with keras.StatelessScope(
+            state_mapping=list(zip(variables, values, strict=True)),
+            collect_losses=True,
+        ) as scope:
+            outputs = run()
+        updated = [ops.cast(scope.get_current_value(v), v.dtype) for v in state]
+        adds_losses.append(bool(scope.losses))
+        return outputs, updated, _total(scope.losses)
+
+    def skipped():
+        outputs = skipped_outputs
+        if keras.backend.backend() == "torch":
+            # Eager autograd only reaches weights the loss depends on: a
+            # zero-weighted term gives the branch's weights the zero
+            # gradient TensorFlow and JAX give them through the
+            # conditional (and a loss that requires a gradient when
+            # every block of a step is skipped).
+            outputs = outputs + _zero_term(
+                [v.value for v in branch.trainable_variables], outputs.dtype
+            )
+        return outputs, state_values, _total([])
+
+    if _conditional_is_slow():
+        # The same result, state and gradients, without the skip.
+        outputs, updated, loss = kept()
+        outputs = ops.where(keep, outputs, skipped_outputs)
+        updated = [
+            ops.where(keep, new, old)
+            for new, old in zip(updated, state_values, strict=True)
+        ]
+        loss = ops.where(keep, loss, 0.0)
+    else:
+        outputs, updated, loss = ops.cond(keep, kept, skipped)
+    for variable, value in zip(state, updated, strict=True):
+        variable.assign(value)
+    if any(adds_losses):
+        owner.add_loss(loss)
+    return outputs
 
 
 def _conditional_is_slow() -> bool:
