@@ -32,8 +32,10 @@ from keras_drop.layers import (  # noqa: E402
 from keras_drop.monte_carlo import export_monte_carlo, mc_predict  # noqa: E402
 from keras_drop.recipes import (  # noqa: E402
     add_dropblock,
+    add_layer_drop,
     add_patch_dropout,
     add_stochastic_depth,
+    prune_layers,
 )
 
 __all__ = [
@@ -52,11 +54,13 @@ __all__ = [
     "UniformDropout",
     "__version__",
     "add_dropblock",
+    "add_layer_drop",
     "add_patch_dropout",
     "add_stochastic_depth",
     "export_monte_carlo",
     "mc_predict",
     "ops",
+    "prune_layers",
     "recalibrate_batchnorm",
     "recipes",
     "stochastic_depth_rates",

@@ -110,6 +110,7 @@ __all__ = [
     "held_attribute",
     "input_signature",
     "predict_batches",
+    "replace_list_entry",
     "replace_sublayer",
     "sublayers",
     "sublayers_in_order",
@@ -216,6 +217,22 @@ def replace_sublayer(parent: Any, attribute: str, layer: Any) -> None:
         modules[attribute] = layer
     else:
         object.__setattr__(parent, attribute, layer)
+
+
+def replace_list_entry(parent: Any, values: Any, index: int, layer: Any) -> None:
+    """Sets `values[index]` to `layer` in a list that the built `parent`
+    tracks, untracking the layer it held, so `layer`'s state joins
+    `parent`'s."""
+    tracker = parent._tracker
+    locked = tracker.locked
+    tracker.unlock()
+    try:
+        # The tracked list untracks what `pop` removes and tracks what
+        # `insert` adds; an assignment would do neither.
+        values.pop(index)
+        values.insert(index, layer)
+    finally:
+        tracker.locked = locked
 
 
 def held_attribute(layer: Any, attribute: str) -> Any:

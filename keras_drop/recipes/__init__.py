@@ -1,6 +1,7 @@
 """The papers' recipes applied to models users already have.
 
-`add_stochastic_depth`, `add_dropblock` and `add_patch_dropout` rebuild a functional (or
+`add_stochastic_depth`, `add_dropblock`, `add_patch_dropout`,
+`add_layer_drop` and `prune_layers` rebuild a functional (or
 Sequential) model with `keras.models.clone_model`, replacing or adding layer
 calls as the graph is rebuilt, and return a new functional model. Nested
 functional and Sequential models are rebuilt the same way, so their layers
@@ -25,12 +26,16 @@ stack). A nested model counts as many steps as its longest path.
 """
 
 from keras_drop.recipes.dropblock import add_dropblock, resnet50_groups_3_4
+from keras_drop.recipes.layer_drop import add_layer_drop
 from keras_drop.recipes.patch_dropout import add_patch_dropout
+from keras_drop.recipes.pruning import prune_layers
 from keras_drop.recipes.stochastic_depth import add_stochastic_depth
 
 __all__ = [
     "add_dropblock",
+    "add_layer_drop",
     "add_patch_dropout",
     "add_stochastic_depth",
+    "prune_layers",
     "resnet50_groups_3_4",
 ]

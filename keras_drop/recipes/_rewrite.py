@@ -17,7 +17,7 @@ logs it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import keras
@@ -44,7 +44,9 @@ __all__ = [
     "log_changes",
     "logger",
     "merge_dtype",
+    "nothing_selected",
     "offset_seed",
+    "selector",
 ]
 
 logger = logging.getLogger("keras_drop.recipes")
@@ -88,6 +90,18 @@ class Rewriter:
     def copy_of(self, layer: Any) -> Any:
         """The copy of an original layer."""
         return self._copies[id(layer)]
+
+    def leave_out(self, original: Any) -> None:
+        """Records that the copy of `original` is not called in the new
+        model (a pruned layer): its weights are not copied."""
+        self._weight_pairs = [
+            pair for pair in self._weight_pairs if pair[0] is not original
+        ]
+
+    def copy_weights(self, original: Any, copy: Any) -> None:
+        """Gives `copy`, a layer made in `call_layer`, the weights of
+        `original` once the new model is built."""
+        self._weight_pairs.append((original, copy))
 
     def next_seed(self) -> int | None:
         """The seed of the next inserted layer."""
@@ -173,6 +187,49 @@ class Rewriter:
         self._copies[id(layer)] = copy
         self._originals[id(copy)] = layer
         return copy
+
+
+def selector(
+    where: Any, model: keras.Model, example: str, extra_names: Sequence[str] = ()
+) -> Callable[[Any], bool]:
+    """The predicate a recipe's `where` stands for: `where` itself if it is
+    callable, else membership in its list of layer names, each of which
+    must name a layer of `model` (or be one of `extra_names`, layers a
+    recipe reaches outside the graph). `example` shows a valid `where`."""
+    if callable(where):
+        return where
+    if (
+        isinstance(where, Sequence)
+        and not isinstance(where, str)
+        and all(isinstance(name, str) for name in where)
+    ):
+        names = set(where)
+        known = {layer.name for layer in all_layers(model)} | set(extra_names)
+        unknown = sorted(names - known)
+        if unknown:
+            raise _validation.invalid_value(
+                "where",
+                f"names of layers of model '{model.name}' (input layers "
+                f"excluded); these name no layer: {unknown}",
+                where,
+            )
+        return lambda layer: layer.name in names
+    raise _validation.invalid_value(
+        "where",
+        "a callable `where(layer) -> bool` or a list of layer names, such "
+        f"as {example}",
+        where,
+    )
+
+
+def nothing_selected(where: Any, model: keras.Model) -> ValueError:
+    """The error of a `where` that selected no layer of `model`."""
+    return _validation.invalid_value(
+        "where",
+        f"a selection of at least one layer of model '{model.name}' "
+        "(input layers cannot be selected); it selected none",
+        where,
+    )
 
 
 def copy_from_config(layer: keras.layers.Layer, kind: str, why: str) -> Any:

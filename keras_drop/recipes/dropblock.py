@@ -16,12 +16,13 @@ from keras_drop.layers._keras_internals import graph_call_inputs
 from keras_drop.recipes._dataflow import two_addends
 from keras_drop.recipes._rewrite import (
     Rewriter,
-    all_layers,
     check_model,
     data_format_next_to,
     dtype_next_to,
     graphs,
     log_changes,
+    nothing_selected,
+    selector,
 )
 
 __all__ = ["add_dropblock", "resnet50_groups_3_4"]
@@ -187,31 +188,6 @@ def resnet50_groups_3_4(layer: keras.layers.Layer) -> bool:
     return _RESNET_GROUPS_3_4.fullmatch(layer.name) is not None
 
 
-def _selector(where: Any, model: keras.Model) -> Callable[[Any], bool]:
-    expected = (
-        "a callable `where(layer) -> bool` or a list of layer names, such as "
-        "`keras_drop.recipes.resnet50_groups_3_4` or `['conv4_block1_out']`"
-    )
-    if callable(where):
-        return where
-    if (
-        isinstance(where, Sequence)
-        and not isinstance(where, str)
-        and all(isinstance(name, str) for name in where)
-    ):
-        names = set(where)
-        unknown = sorted(names - {layer.name for layer in all_layers(model)})
-        if unknown:
-            raise _validation.invalid_value(
-                "where",
-                f"names of layers of model '{model.name}' (input layers "
-                f"excluded); these name no layer: {unknown}",
-                where,
-            )
-        return lambda layer: layer.name in names
-    raise _validation.invalid_value("where", expected, where)
-
-
 def add_dropblock(
     model: keras.Model,
     rate: float,
@@ -296,7 +272,11 @@ def add_dropblock(
     shared_channels = _validation.validate_bool(shared_channels, "shared_channels")
     seed = _validation.validate_seed(seed)
     check_model(model, "add_dropblock")
-    select = _selector(where, model)
+    select = selector(
+        where,
+        model,
+        "`keras_drop.recipes.resnet50_groups_3_4` or `['conv4_block1_out']`",
+    )
     rewriter = _DropBlockRewriter(
         model,
         select=select,
@@ -307,12 +287,7 @@ def add_dropblock(
     )
     new_model = rewriter.rewrite(model)
     if not rewriter.inserted:
-        raise _validation.invalid_value(
-            "where",
-            f"a selection of at least one layer of model '{model.name}' "
-            "(input layers cannot be selected); it selected none",
-            where,
-        )
+        raise nothing_selected(where, model)
     inserted, replaced = rewriter.changes(new_model)
     log_changes("add_dropblock", model, inserted, replaced)
     return new_model
