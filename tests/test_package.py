@@ -154,6 +154,16 @@ def test_every_public_name_at_work(tmp_path):
     assert any(isinstance(layer, keras_drop.DropBlock2D) for layer in blocked.layers)
     assert not keras_drop.recipes.resnet50_groups_3_4(base.layers[1])
     used |= {"add_stochastic_depth", "add_dropblock", "recipes"}
+    token_inputs = keras.Input((6, 4))
+    embedded = keras.layers.Dense(4, name="embed")(token_inputs)
+    token_model = keras.Model(
+        token_inputs, keras.layers.GlobalAveragePooling1D()(embedded)
+    )
+    dropped = keras_drop.add_patch_dropout(
+        token_model, 0.5, after="embed", num_prefix_tokens=1, seed=0
+    )
+    assert any(isinstance(layer, keras_drop.PatchDropout) for layer in dropped.layers)
+    used.add("add_patch_dropout")
 
     shift = keras_drop.variance_shift(base, x)
     keras_drop.recalibrate_batchnorm(base, x)
