@@ -164,6 +164,18 @@ def test_every_public_name_at_work(tmp_path):
     )
     assert any(isinstance(layer, keras_drop.PatchDropout) for layer in dropped.layers)
     used.add("add_patch_dropout")
+    stack_inputs = keras.Input((4,))
+    residual = keras.Model(
+        stack_inputs,
+        stack_inputs + keras.layers.Dense(4)(stack_inputs),
+        name="residual",
+    )
+    stack = keras.Model(stack_inputs, residual(stack_inputs))
+    layer_dropped = keras_drop.add_layer_drop(stack, 0.5, where=["residual"], seed=0)
+    assert isinstance(layer_dropped.layers[-1], keras_drop.LayerDrop)
+    pruned = keras_drop.prune_layers(layer_dropped, ["residual_layer_drop"])
+    assert len(pruned.weights) == len(stack.weights)
+    used |= {"add_layer_drop", "prune_layers"}
 
     shift = keras_drop.variance_shift(base, x)
     keras_drop.recalibrate_batchnorm(base, x)

@@ -72,7 +72,11 @@ def prune_layers(model: keras.Model, keep: float | Sequence[str]) -> keras.Model
 
     Example:
 
-    >>> half = keras_drop.prune_layers(model, 0.5)  # every other block
+    >>> model = keras_drop.add_layer_drop(
+    ...     model, 0.5, where=lambda layer: layer.name.startswith("block_")
+    ... )
+    >>> model.fit(x_train, y_train)
+    >>> half = keras_drop.prune_layers(model, 0.5)  # blocks 0, 2, 4, 6 of 8
 
     Reference:
         - [Fan et al., 2019](https://arxiv.org/abs/1909.11556) (LayerDrop,
