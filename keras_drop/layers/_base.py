@@ -34,6 +34,7 @@ from typing import Any
 import keras
 
 from keras_drop import _validation
+from keras_drop import ops as drop_ops
 from keras_drop.layers._replicas import SeedGenerator
 
 _monte_carlo = threading.local()
@@ -190,3 +191,62 @@ class DropLayer(ScheduledStrength, keras.layers.Layer):
 
 class RateLayer(RateProperty, DropLayer):
     """A `DropLayer` whose strength is a drop probability `rate` in [0, 1)."""
+
+
+class _SizedState:
+    """The Python-side bookkeeping of a rate that sizes a shape (kept out of
+    Layer's attribute tracking: it holds no variable)."""
+
+    __slots__ = ("batch_sizes", "rate", "stale", "warned")
+
+    def __init__(self, rate: float):
+        self.rate = rate
+        # The sizes n training calls were traced with (None: unknown then).
+        self.batch_sizes: set[int | None] = set()
+        self.stale = False
+        # Whether a small training batch has been warned about.
+        self.warned = False
+
+    def apply(self, rate: float) -> None:
+        """A size unknown when traced (a TensorFlow step) gives a run-time
+        k from the rate frozen then: any new rate makes it stale."""
+        for size in self.batch_sizes:
+            if size is None:
+                self.stale = self.stale or rate != self.rate
+            elif drop_ops._subset_size(rate, size) != drop_ops._subset_size(
+                self.rate, size
+            ):
+                self.stale = True
+        self.rate = rate
+
+
+class RateSizesShape:
+    """Mixin for a `ScheduledStrength` layer whose rate sizes a shape: the
+    k = max(1, floor((1 - rate) n)) samples (`StochasticDepthBlock`'s subset
+    mode) or tokens (`PatchDropout`) it keeps of n.
+
+    k is fixed when a step is traced, so it cannot come from the rate
+    variable: the layer keeps the applied rate as a Python float
+    (`self._subset.rate`), records the sizes n its training calls were
+    traced with (`self._subset.batch_sizes`), and `DropRateScheduler` asks
+    `_traced_shapes_changed()` whether a new rate changed k for one of them
+    (the train step is then traced again). Subclasses call `_init_sized()`
+    after `_init_strength`.
+    """
+
+    def _init_sized(self) -> None:
+        self._subset = _SizedState(self._strength)
+
+    def _set_strength(self, value: Any) -> None:
+        super()._set_strength(value)
+        self._subset.apply(self._strength)
+
+    def _set_current_strength(self, value: float) -> None:
+        super()._set_current_strength(value)
+        self._subset.apply(_validation.validate_rate(value, "rate"))
+
+    def _traced_shapes_changed(self) -> bool:
+        """Whether a rate set since the train step was traced changed k
+        (the step must then be traced again); resets the flag."""
+        changed, self._subset.stale = self._subset.stale, False
+        return changed

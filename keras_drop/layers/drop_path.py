@@ -12,7 +12,7 @@ from keras import ops
 
 from keras_drop import _validation
 from keras_drop import ops as drop_ops
-from keras_drop.layers._base import RateLayer, in_monte_carlo_scope
+from keras_drop.layers._base import RateLayer, RateSizesShape, in_monte_carlo_scope
 
 
 @keras.saving.register_keras_serializable(package="keras_drop")
@@ -202,7 +202,7 @@ class StochasticDepth(RateLayer):
 
 
 @keras.saving.register_keras_serializable(package="keras_drop")
-class StochasticDepthBlock(RateLayer):
+class StochasticDepthBlock(RateSizesShape, RateLayer):
     """Stochastic Depth that does not compute a dropped residual branch.
 
     Wraps a residual block: `residual` (any layer or model, e.g. a
@@ -414,7 +414,7 @@ class StochasticDepthBlock(RateLayer):
         # it cannot be read from the rate variable in a compiled step), the
         # batch sizes its training calls were traced with, and whether a new
         # rate changed k for one of them since the train step was traced.
-        self._subset = _SubsetState(self._strength)
+        self._init_sized()
 
     def build(self, input_shape):
         _validation.check_min_rank(input_shape, 1, "StochasticDepthBlock")
@@ -523,20 +523,6 @@ class StochasticDepthBlock(RateLayer):
 
         return _run_branch_if(self, self.residual, keep, add_branch, shortcut)
 
-    def _set_strength(self, value: Any) -> None:
-        super()._set_strength(value)
-        self._subset.apply(self._strength)
-
-    def _set_current_strength(self, value: float) -> None:
-        super()._set_current_strength(value)
-        self._subset.apply(_validation.validate_rate(value, "rate"))
-
-    def _traced_shapes_changed(self) -> bool:
-        """Whether a rate set since the train step was traced changed k in
-        subset mode (the step must then be traced again); resets the flag."""
-        changed, self._subset.stale = self._subset.stale, False
-        return changed
-
     def compute_output_shape(self, input_shape):
         return self.residual.compute_output_shape(input_shape)
 
@@ -566,32 +552,6 @@ class StochasticDepthBlock(RateLayer):
                 config["shortcut"]
             )
         return super().from_config(config)
-
-
-class _SubsetState:
-    """A subset-mode block's Python-side rate bookkeeping (kept out of
-    Layer's attribute tracking: it holds no variable)."""
-
-    __slots__ = ("batch_sizes", "rate", "stale", "warned")
-
-    def __init__(self, rate: float):
-        self.rate = rate
-        self.batch_sizes: set[int | None] = set()
-        self.stale = False
-        # Whether a small training batch has been warned about.
-        self.warned = False
-
-    def apply(self, rate: float) -> None:
-        """A batch size unknown when traced (a TensorFlow step) gives a
-        run-time k from the rate frozen then: any new rate makes it stale."""
-        for size in self.batch_sizes:
-            if size is None:
-                self.stale = self.stale or rate != self.rate
-            elif drop_ops._subset_size(rate, size) != drop_ops._subset_size(
-                self.rate, size
-            ):
-                self.stale = True
-        self.rate = rate
 
 
 def _run_branch_if(

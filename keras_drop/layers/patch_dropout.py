@@ -9,15 +9,11 @@ from keras import ops
 
 from keras_drop import _validation
 from keras_drop import ops as drop_ops
-from keras_drop.layers._base import RateLayer
-
-# The Python-side bookkeeping of a rate that sizes a shape (applied rate,
-# sizes traced, stale flag), shared with StochasticDepthBlock's subset mode.
-from keras_drop.layers.drop_path import _SubsetState
+from keras_drop.layers._base import RateLayer, RateSizesShape
 
 
 @keras.saving.register_keras_serializable(package="keras_drop")
-class PatchDropout(RateLayer):
+class PatchDropout(RateSizesShape, RateLayer):
     """Token dropout: a random subset of a vision transformer's patch tokens.
 
     Placed after the patch embedding (position embedding added, class
@@ -151,7 +147,7 @@ class PatchDropout(RateLayer):
         # The applied rate as a Python float (k is a shape), the token
         # counts training calls were traced with, and whether a new rate
         # changed k for one of them since.
-        self._subset = _SubsetState(self._strength)
+        self._init_sized()
 
     def build(self, input_shape):
         _validation.check_rank(
@@ -190,20 +186,6 @@ class PatchDropout(RateLayer):
         patches = tokens - self.num_prefix_tokens
         every = ops.arange(0, patches, dtype="int32")[None, :]
         return inputs, ops.broadcast_to(every, (batch_size, patches))
-
-    def _set_strength(self, value: Any) -> None:
-        super()._set_strength(value)
-        self._subset.apply(self._strength)
-
-    def _set_current_strength(self, value: float) -> None:
-        super()._set_current_strength(value)
-        self._subset.apply(_validation.validate_rate(value, "rate"))
-
-    def _traced_shapes_changed(self) -> bool:
-        """Whether a rate set since the train step was traced changed k
-        (the step must then be traced again); resets the flag."""
-        changed, self._subset.stale = self._subset.stale, False
-        return changed
 
     def compute_output_shape(self, input_shape):
         batch, tokens, channels = input_shape
