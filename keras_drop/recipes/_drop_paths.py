@@ -22,7 +22,8 @@ from keras_drop.layers._keras_internals import (
     sublayers_in_order,
 )
 from keras_drop.recipes._rewrite import (
-    copy_from_config,
+    compile_like,
+    copy_model,
     dtype_next_to,
     is_sample_drop,
     log_changes,
@@ -61,12 +62,7 @@ def replace_drop_paths(
             "inference",
             rescale_at,
         )
-    copy = copy_from_config(
-        model, "model", ", which replacing its blocks' drop paths needs."
-    )
-    copy.set_weights(model.get_weights())
-    if not model.trainable:
-        copy.trainable = False
+    copy = copy_model(model, ", which replacing its blocks' drop paths needs.")
     hooks = drop_path_hooks(copy)
     rates = stochastic_depth_rates(len(hooks), final_rate)
     inserted, replaced = [], {}
@@ -93,6 +89,5 @@ def replace_drop_paths(
         replaced,
         blocks=f"{len(inserted) + len(replaced)} residual blocks, ",
     )
-    if model.compiled:
-        copy.compile_from_config(model.get_compile_config())
+    compile_like(model, copy)
     return copy

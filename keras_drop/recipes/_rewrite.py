@@ -35,7 +35,9 @@ __all__ = [
     "Rewriter",
     "all_layers",
     "check_model",
+    "compile_like",
     "copy_from_config",
+    "copy_model",
     "data_format_next_to",
     "dtype_next_to",
     "graph_operations",
@@ -242,6 +244,23 @@ def copy_from_config(layer: keras.layers.Layer, kind: str, why: str) -> Any:
             f"Could not copy {kind} '{layer.name}' of type "
             f"{type(layer).__name__} from its config{why} ({error})"
         ) from error
+
+
+def copy_model(model: keras.Model, why: str) -> keras.Model:
+    """`model` rebuilt from its own config, with its weights, frozen if it
+    was: the copy a recipe edits where it cannot rewrite the graph."""
+    copy = copy_from_config(model, "model", why)
+    copy.set_weights(model.get_weights())
+    if not model.trainable:
+        copy.trainable = False
+    return copy
+
+
+def compile_like(model: keras.Model, copy: keras.Model) -> None:
+    """Compiles `copy` as `model` was, unless it compiled itself (a keras-hub
+    task built from its config does)."""
+    if model.compiled and not copy.compiled:
+        copy.compile_from_config(model.get_compile_config())
 
 
 def all_layers(model: keras.Model) -> list[Any]:

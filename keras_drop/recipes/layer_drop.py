@@ -19,6 +19,7 @@ from keras_drop.recipes._rewrite import (
     Rewriter,
     all_layers,
     check_model,
+    compile_like,
     copy_from_config,
     dtype_next_to,
     log_changes,
@@ -261,9 +262,7 @@ def _into_vit_encoders(
     if not model.trainable:
         copy.trainable = False
     log_changes("add_layer_drop", model, inserted, replaced)
-    # A keras-hub task compiles itself when built from its config.
-    if model.compiled and not copy.compiled:
-        copy.compile_from_config(model.get_compile_config())
+    compile_like(model, copy)
     return copy
 
 

@@ -18,7 +18,8 @@ from keras_drop.recipes._rewrite import (
     Rewriter,
     all_layers,
     check_model,
-    copy_from_config,
+    compile_like,
+    copy_model,
     dtype_next_to,
     log_changes,
     offset_seed,
@@ -206,12 +207,7 @@ def _into_vit_encoders(
 ) -> keras.Model:
     """A copy of `model` whose ViT encoders drop tokens before their input
     dropout."""
-    copy = copy_from_config(
-        model, "model", ", which inserting PatchDropout into its encoder needs."
-    )
-    copy.set_weights(model.get_weights())
-    if not model.trainable:
-        copy.trainable = False
+    copy = copy_model(model, ", which inserting PatchDropout into its encoder needs.")
     prefix = _vit_prefix(copy) if num_prefix_tokens is None else num_prefix_tokens
     inserted, replaced = [], {}
     # The copy is built from the model's config, so its encoders hold
@@ -239,9 +235,7 @@ def _into_vit_encoders(
         else:
             replaced[where] = patch_dropout.name
     log_changes("add_patch_dropout", model, inserted, replaced)
-    # A keras-hub task compiles itself when built from its config.
-    if model.compiled and not copy.compiled:
-        copy.compile_from_config(model.get_compile_config())
+    compile_like(model, copy)
     return copy
 
 
